@@ -1,0 +1,6 @@
+"""BERT-family encoders as pure functions ``apply_fn(params, batch, rng=None)``."""
+from ntkft.models.bert import EncoderConfig, HeadConfig, PROJECTIONS, SequenceClassifier
+from ntkft.models.functional import Model, as_functions, flatten, init_model, unflatten
+from ntkft.models.layers import AdapterSpec
+from ntkft.models.pretrained import (CheckpointMismatchError, load_pretrained, read_config,
+                                     resolve_model_dir)

@@ -1,0 +1,234 @@
+"""BERT-family encoders (BERT, RoBERTa, MiniLM) with classification heads, in Flax NNX.
+
+Post-LayerNorm transformer with absolute learned positions and token types
+(Devlin et al. 2019). RoBERTa (Liu et al. 2019) differs only in position ids,
+which start after the padding index (``position_offset = pad_token_id + 1``:
+real tokens get ``pad+1, pad+2, ...`` and padding gets ``pad``, derived from
+``input_ids != pad_token_id`` exactly as Hugging Face does), and in having a
+single token type.
+
+Parameter names (the '/'-joined paths of the params dict)::
+
+  embeddings/{word,position,token_type}/embedding, embeddings/layer_norm/{scale,bias}
+  encoder/layer_{i}/attention/{query,key,value,attn_out}/{kernel,bias[,lora_a,lora_b]}
+  encoder/layer_{i}/attention_norm/{scale,bias}
+  encoder/layer_{i}/ffn/{ffn_in,ffn_out}/{kernel,bias[,lora_a,lora_b]}
+  encoder/layer_{i}/ffn_norm/{scale,bias}
+  pooler/dense/{kernel,bias}          (pooling="cls" only: dense + tanh on [CLS])
+  head/{kernel,bias}                  (num_labels outputs; 1 for regression)
+
+Kernels are stored (d_in, d_out), i.e. transposed with respect to PyTorch.
+
+Padding is masked exactly: masked attention logits are set to the most negative
+finite float, so their softmax weights are exactly 0 and outputs at real tokens do
+not depend on how much padding follows (up to the summation order of XLA's dot).
+"""
+import dataclasses
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ntkft.models.layers import AdapterSpec, Dense, Embed, LayerNorm, dropout
+
+PROJECTIONS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+POOLINGS = ("cls", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Architecture of a BERT-family encoder (fields mirror HF config.json)."""
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  max_position_embeddings: int
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  pad_token_id: int = 0
+  family: str = "bert"           # "bert" | "roberta"
+  hidden_act: str = "gelu"       # exact (erf) GELU, as HF "gelu"
+  dropout_rate: float = 0.0      # hidden and attention-probability dropout (training only)
+
+  def __post_init__(self):
+    if self.family not in ("bert", "roberta"):
+      raise ValueError(f"unknown encoder family {self.family!r} (bert, roberta)")
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+    if self.hidden_act not in _ACTIVATIONS:
+      raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; known: {sorted(_ACTIVATIONS)}")
+
+  @property
+  def position_offset(self) -> int:
+    return self.pad_token_id + 1 if self.family == "roberta" else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+  """Sequence classification / regression head.
+
+  pooling="cls": HF-style pooler (dense + tanh on the first token) then a linear
+  layer (BERT's ``pooler`` + ``classifier``, RoBERTa's ``classifier.dense`` +
+  ``classifier.out_proj``). pooling="mean": masked mean of the last hidden states
+  then a linear layer (sentence-transformers style; MiniLM has no pooler weights).
+  """
+  num_labels: int
+  pooling: str = "mean"
+
+  def __post_init__(self):
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"unknown pooling {self.pooling!r}; choose from {POOLINGS}")
+    if self.num_labels < 1:
+      raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
+
+
+_ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+
+def _fold(rng, i):
+  return None if rng is None else jax.random.fold_in(rng, i)
+
+
+class Attention(nnx.Module):
+
+  def __init__(self, cfg: EncoderConfig, adapters: Mapping[str, AdapterSpec], prefix: str,
+               rngs: nnx.Rngs):
+    h = cfg.hidden_size
+    for name in ("query", "key", "value", "attn_out"):
+      setattr(self, name, Dense(h, h, rngs=rngs, adapter=adapters.get(f"{prefix}/{name}")))
+    self.num_heads = cfg.num_heads
+    self.dropout_rate = cfg.dropout_rate
+
+  def __call__(self, x, mask, rng=None):
+    """x: (B, L, H); mask: (B, L) 1 real / 0 pad. Returns (B, L, H)."""
+    b, l, h = x.shape
+    nh = self.num_heads
+    split = lambda t: t.reshape(b, l, nh, h // nh)
+    q = split(self.query(x, _fold(rng, 0)))
+    k = split(self.key(x, _fold(rng, 1)))
+    v = split(self.value(x, _fold(rng, 2)))
+    logits = jnp.einsum("blnd,bmnd->bnlm", q, k) / jnp.sqrt(h // nh).astype(x.dtype)
+    keep = mask[:, None, None, :].astype(bool)
+    logits = jnp.where(keep, logits, jnp.finfo(logits.dtype).min)
+    probs = dropout(jax.nn.softmax(logits, axis=-1), self.dropout_rate, _fold(rng, 3))
+    ctx = jnp.einsum("bnlm,bmnd->blnd", probs, v).reshape(b, l, h)
+    return self.attn_out(ctx, _fold(rng, 4))
+
+
+class FeedForward(nnx.Module):
+
+  def __init__(self, cfg: EncoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
+    self.ffn_in = Dense(cfg.hidden_size, cfg.intermediate_size, rngs=rngs,
+                        adapter=adapters.get(f"{prefix}/ffn_in"))
+    self.ffn_out = Dense(cfg.intermediate_size, cfg.hidden_size, rngs=rngs,
+                         adapter=adapters.get(f"{prefix}/ffn_out"))
+    self.act = cfg.hidden_act
+
+  def __call__(self, x, rng=None):
+    return self.ffn_out(_ACTIVATIONS[self.act](self.ffn_in(x, _fold(rng, 0))), _fold(rng, 1))
+
+
+class Layer(nnx.Module):
+  """Post-LN block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+  def __init__(self, cfg: EncoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
+    self.attention = Attention(cfg, adapters, f"{prefix}/attention", rngs)
+    self.attention_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
+    self.ffn = FeedForward(cfg, adapters, f"{prefix}/ffn", rngs)
+    self.ffn_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
+    self.dropout_rate = cfg.dropout_rate
+
+  def __call__(self, x, mask, rng=None):
+    a = dropout(self.attention(x, mask, _fold(rng, 0)), self.dropout_rate, _fold(rng, 1))
+    x = self.attention_norm(x + a)
+    f = dropout(self.ffn(x, _fold(rng, 2)), self.dropout_rate, _fold(rng, 3))
+    return self.ffn_norm(x + f)
+
+
+class Embeddings(nnx.Module):
+
+  def __init__(self, cfg: EncoderConfig, rngs: nnx.Rngs):
+    self.word = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
+    self.position = Embed(cfg.max_position_embeddings, cfg.hidden_size, rngs=rngs)
+    self.token_type = Embed(cfg.type_vocab_size, cfg.hidden_size, rngs=rngs)
+    self.layer_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
+    self.family = cfg.family
+    self.pad_token_id = cfg.pad_token_id
+    self.dropout_rate = cfg.dropout_rate
+
+  def __call__(self, input_ids, token_type_ids, rng=None):
+    if self.family == "roberta":
+      not_pad = (input_ids != self.pad_token_id).astype(jnp.int32)
+      positions = jnp.cumsum(not_pad, axis=1) * not_pad + self.pad_token_id
+    else:
+      positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+    x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
+    return dropout(self.layer_norm(x), self.dropout_rate, rng)
+
+
+class Encoder(nnx.Module):
+
+  def __init__(self, cfg: EncoderConfig, adapters, rngs: nnx.Rngs):
+    for i in range(cfg.num_layers):
+      setattr(self, f"layer_{i}", Layer(cfg, adapters, f"encoder/layer_{i}", rngs))
+    self.num_layers = cfg.num_layers
+
+  def __call__(self, x, mask, rng=None):
+    for i in range(self.num_layers):
+      x = getattr(self, f"layer_{i}")(x, mask, _fold(rng, i))
+    return x
+
+
+class Pooler(nnx.Module):
+
+  def __init__(self, hidden: int, rngs: nnx.Rngs):
+    self.dense = Dense(hidden, hidden, rngs=rngs)
+
+  def __call__(self, first_token):
+    return jnp.tanh(self.dense(first_token))
+
+
+class SequenceClassifier(nnx.Module):
+  """Encoder + pooling + linear head. ``__call__(batch, rng) -> logits (B, num_labels)``."""
+
+  def __init__(self, cfg: EncoderConfig, head: HeadConfig,
+               adapters: Mapping[str, AdapterSpec] | None = None, *, rngs: nnx.Rngs):
+    adapters = dict(adapters or {})
+    self.embeddings = Embeddings(cfg, rngs)
+    self.encoder = Encoder(cfg, adapters, rngs)
+    if head.pooling == "cls":
+      self.pooler = Pooler(cfg.hidden_size, rngs)
+    self.head = Dense(cfg.hidden_size, head.num_labels, rngs=rngs,
+                      adapter=adapters.get("head"))
+    self.pooling = head.pooling
+    self.type_vocab_size = cfg.type_vocab_size
+    self.dropout_rate = cfg.dropout_rate
+
+  def hidden_states(self, batch, rng=None):
+    """Last hidden states (B, L, H) for batch['input_ids'|'attention_mask'|'token_type_ids']."""
+    ids = batch["input_ids"]
+    mask = batch["attention_mask"]
+    types = batch.get("token_type_ids")
+    if types is None or self.type_vocab_size == 1:
+      types = jnp.zeros_like(ids)
+    x = self.embeddings(ids, types, _fold(rng, 0))
+    return self.encoder(x, mask, _fold(rng, 1))
+
+  def pool(self, hidden, mask):
+    """(B, L, H) -> (B, H): tanh-pooler on the first token, or masked mean."""
+    if self.pooling == "cls":
+      return self.pooler(hidden[:, 0])
+    m = mask.astype(hidden.dtype)[..., None]
+    return (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+
+  def __call__(self, batch, rng=None):
+    hidden = self.hidden_states(batch, rng)
+    pooled = dropout(self.pool(hidden, batch["attention_mask"]), self.dropout_rate,
+                     _fold(rng, 2))
+    return self.head(pooled, _fold(rng, 3))

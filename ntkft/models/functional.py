@@ -1,0 +1,108 @@
+"""The one place that handles NNX objects: models become pure functions over dicts.
+
+``as_functions(module)`` splits an NNX module once and returns
+
+  apply_fn(params, batch, rng=None) -> logits (B, num_labels)
+  hidden_fn(params, batch)          -> last hidden states (B, L, H)
+
+where ``params`` is a plain nested dict of arrays (``nnx.to_pure_dict``). With
+``rng=None`` the model is deterministic (dropout off), which is what the tangent
+model and every kernel use.
+"""
+import dataclasses
+from typing import Any, Callable
+
+import jax
+from flax import nnx
+
+from ntkft.models.bert import EncoderConfig, HeadConfig, SequenceClassifier
+from ntkft.models.layers import AdapterSpec
+from ntkft.typing import Params
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """A model as pure functions plus its initial parameters.
+
+  Attributes:
+    apply_fn: ``apply_fn(params, batch, rng=None) -> (B, num_labels)``.
+    hidden_fn: ``hidden_fn(params, batch) -> (B, L, H)``.
+    params: nested dict of arrays (pretrained weights where loaded; fresh init
+      for the head, missing poolers and LoRA adapters).
+    config, head: the architecture.
+    adapters: module path -> AdapterSpec of the LoRA adapters in the model.
+    newly_initialized: '/'-joined names of tensors not loaded from a checkpoint.
+    source: checkpoint folder, or None for a randomly initialized model.
+  """
+  apply_fn: Callable[..., jax.Array]
+  hidden_fn: Callable[..., jax.Array]
+  params: Params
+  config: EncoderConfig
+  head: HeadConfig
+  adapters: dict[str, AdapterSpec]
+  newly_initialized: tuple[str, ...] = ()
+  source: Any = None
+
+
+def as_functions(module: nnx.Module):
+  """Returns ``(apply_fn, hidden_fn, params)`` for an NNX SequenceClassifier."""
+  graphdef, state, rest = nnx.split(module, nnx.Param, ...)
+  if jax.tree.leaves(rest):
+    raise ValueError("models used as pure functions must hold only nnx.Param state")
+
+  def apply_fn(params: Params, batch, rng=None):
+    return nnx.merge(graphdef, params)(batch, rng)
+
+  def hidden_fn(params: Params, batch):
+    return nnx.merge(graphdef, params).hidden_states(batch)
+
+  return apply_fn, hidden_fn, nnx.to_pure_dict(state)
+
+
+def init_model(config: EncoderConfig, head: HeadConfig,
+               adapters: dict[str, AdapterSpec] | None = None, seed: int = 0) -> Model:
+  """A randomly initialized model (weights N(0, 0.02²), LayerNorm 1/0, biases 0)."""
+  adapters = dict(adapters or {})
+  module = SequenceClassifier(config, head, adapters, rngs=nnx.Rngs(params=seed))
+  apply_fn, hidden_fn, params = as_functions(module)
+  return Model(apply_fn=apply_fn, hidden_fn=hidden_fn, params=params, config=config,
+               head=head, adapters=adapters, newly_initialized=tuple(flat_names(params)))
+
+
+def abstract_model(config: EncoderConfig, head: HeadConfig,
+                   adapters: dict[str, AdapterSpec] | None = None) -> Model:
+  """Like ``init_model`` but params are ``jax.ShapeDtypeStruct``s (nothing allocated)."""
+  adapters = dict(adapters or {})
+  module = nnx.eval_shape(lambda: SequenceClassifier(config, head, adapters,
+                                                     rngs=nnx.Rngs(params=0)))
+  apply_fn, hidden_fn, params = as_functions(module)
+  return Model(apply_fn=apply_fn, hidden_fn=hidden_fn, params=params, config=config,
+               head=head, adapters=adapters)
+
+
+def flatten(params: Params, prefix: str = "") -> dict[str, Any]:
+  """Nested dict -> {'a/b/c': leaf}."""
+  out = {}
+  for k, v in params.items():
+    name = f"{prefix}/{k}" if prefix else str(k)
+    if isinstance(v, dict):
+      out.update(flatten(v, name))
+    else:
+      out[name] = v
+  return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict:
+  """{'a/b/c': leaf} -> nested dict."""
+  out: dict = {}
+  for name, v in flat.items():
+    node = out
+    *parents, leaf = name.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  return out
+
+
+def flat_names(params: Params) -> list[str]:
+  return list(flatten(params))

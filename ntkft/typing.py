@@ -1,0 +1,21 @@
+"""Type aliases shared across ntkft (after neural_tangents/_src/utils/typing.py).
+
+Params are plain nested dicts of arrays whose '/'-joined paths are readable names,
+e.g. ``encoder/layer_4/attention/query/kernel``. A batch is a flat dict of arrays
+with fixed keys (see ``ntkft.data``):
+
+  input_ids       int32   (B, L)
+  attention_mask  int32   (B, L)   1 for real tokens, 0 for padding
+  token_type_ids  int32   (B, L)
+  labels          int32 (B,) for classification, float32 (B,) for regression
+  weights         float32 (B,)     1 for real examples, 0 for rows padding a batch
+"""
+from typing import Any, Callable, Mapping
+
+import jax
+
+Array = jax.Array
+Params = Mapping[str, Any]
+Batch = Mapping[str, Any]
+# apply_fn(params, batch, *extra) -> outputs (B, O)
+ApplyFn = Callable[..., Array]

@@ -1,0 +1,27 @@
+"""Shared pytest setup: data locations and markers."""
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+# The staged datasets live beside the checkout (../shared/data); override with NTKFT_DATA.
+DATA_ROOT = pathlib.Path(os.environ.get("NTKFT_DATA", REPO.parent / "shared" / "data"))
+GLUE_DIR = DATA_ROOT / "glue"
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: long-running; excluded from `make test`")
+
+
+@pytest.fixture
+def glue_dir():
+  if not GLUE_DIR.is_dir():
+    pytest.fail(f"GLUE data not found at {GLUE_DIR} (set NTKFT_DATA)")
+  return GLUE_DIR
+
+
+@pytest.fixture
+def data_root():
+  return DATA_ROOT
