@@ -1,0 +1,112 @@
+"""Memory planning for chunked kernel computation.
+
+A kernel block between an example chunk of x1 and one of x2 holds both
+per-example Jacobians (or, for NTK-vector products, the equally large stack of
+vector-Jacobian products of the x2 chunk and the jvp tangents), so its memory is
+
+    jacobian_bytes = (c1 + c2) * O * P * itemsize,
+
+with ``c1``, ``c2`` the chunk sizes, ``O`` the per-example output size and
+``P`` the number of parameters differentiated at once. :func:`plan_chunks`
+picks the largest example chunk ``c`` with ``2 c O P itemsize <= budget``; when
+not even one example fits, :func:`plan_param_groups` splits the parameter
+leaves into groups differentiated one at a time (the kernel is the sum over
+groups). Activations kept for the backward pass are not counted: leave headroom.
+"""
+from typing import Optional, Sequence
+
+
+def _check_positive(name: str, value: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"{name} must be a positive int, got {value!r}")
+  return value
+
+
+def jacobian_bytes(chunk1: int, chunk2: int, out_size: int, num_params: int,
+                   itemsize: int) -> int:
+  """Bytes of the two Jacobians of one kernel block: (c1 + c2) O P itemsize."""
+  return (chunk1 + chunk2) * out_size * num_params * itemsize
+
+
+def max_chunk(out_size: int, num_params: int, itemsize: int,
+              memory_budget_bytes: int) -> int:
+  """Largest c with 2 c O P itemsize <= budget (0 if even c = 1 does not fit)."""
+  per_example = 2 * out_size * num_params * itemsize
+  return memory_budget_bytes // max(per_example, 1)
+
+
+def plan_chunks(num_examples: int, out_size: int, num_params: int,
+                itemsize: int, memory_budget_bytes: int) -> int:
+  """Largest example-chunk size whose two chunk Jacobians fit the budget.
+
+  Args:
+    num_examples: examples on the larger side (max(N1, N2)); caps the result.
+    out_size: O, elements of one example's output (e.g. number of classes).
+    num_params: P, parameters differentiated at once.
+    itemsize: bytes per Jacobian element (4 for float32).
+    memory_budget_bytes: budget for the two chunk Jacobians.
+
+  Returns:
+    ``c = min(num_examples, budget // (2 O P itemsize))`` >= 1.
+
+  Raises:
+    ValueError: non-positive sizes, or a single example does not fit (use
+      parameter groups, :func:`plan_param_groups`).
+  """
+  for name, v in (("num_examples", num_examples), ("out_size", out_size),
+                  ("num_params", num_params), ("itemsize", itemsize),
+                  ("memory_budget_bytes", memory_budget_bytes)):
+    _check_positive(name, v)
+  c = max_chunk(out_size, num_params, itemsize, memory_budget_bytes)
+  if c < 1:
+    raise ValueError(
+        f"plan_chunks: one example needs {2 * out_size * num_params * itemsize}"
+        f" bytes of Jacobians (2 x O={out_size} x P={num_params} x "
+        f"{itemsize} B) > memory_budget_bytes={memory_budget_bytes}; split the "
+        "parameters into groups")
+  return min(c, num_examples)
+
+
+def plan_param_groups(leaf_sizes: Sequence[int], out_size: int, itemsize: int,
+                      memory_budget_bytes: int,
+                      leaf_names: Optional[Sequence[str]] = None,
+                      boundaries: Optional[Sequence[str]] = None
+                      ) -> list[tuple[int, ...]]:
+  """Greedy split of consecutive leaves into groups fitting with one example.
+
+  Each group's parameter count P_g satisfies 2 O P_g itemsize <= budget.
+
+  Args:
+    leaf_sizes: parameters per leaf, in leaf order.
+    out_size: O.
+    itemsize: bytes per element.
+    memory_budget_bytes: the budget.
+    leaf_names: leaf paths, for the error message.
+    boundaries: optional label per leaf; a group never mixes labels (used to
+      keep each group inside one block).
+
+  Returns:
+    Tuples of leaf indices, covering every leaf exactly once.
+
+  Raises:
+    ValueError: a single leaf does not fit the budget.
+  """
+  cap = memory_budget_bytes // (2 * out_size * itemsize)
+  groups, current, current_size, current_label = [], [], 0, None
+  for i, size in enumerate(leaf_sizes):
+    if size > cap:
+      name = leaf_names[i] if leaf_names is not None else f"#{i}"
+      raise ValueError(
+          f"memory_budget_bytes={memory_budget_bytes} is too small: leaf "
+          f"{name!r} alone ({size} params) needs {2 * out_size * size * itemsize}"
+          " bytes of Jacobians for one example")
+    label = boundaries[i] if boundaries is not None else None
+    if current and (current_size + size > cap or label != current_label):
+      groups.append(tuple(current))
+      current, current_size = [], 0
+    current.append(i)
+    current_size += size
+    current_label = label
+  if current:
+    groups.append(tuple(current))
+  return groups

@@ -1,0 +1,122 @@
+"""Empirical NTK of a pretrained model at θ0 on a real task: kernel, spectrum, plot.
+
+  python -m ntkft.ntk_report --config=configs/ntk_spectrum.py --workdir=runs/ntk_sst2
+  python -m ntkft.ntk_report --config=configs/ntk_spectrum.py:runlocal --workdir=/tmp/ntk
+
+Writes into the workdir:
+  kernel.npz      ``kernel`` (n, n), ``labels`` (n,), ``fx0`` (n, C) outputs at θ0,
+                  ``index`` (positions of the examples in the split) and one
+                  ``block/<name>`` kernel per parameter block (they sum to ``kernel``)
+  spectrum.json   n, num_params, condition_number, lambda_min, lambda_max,
+                  effective_rank, trace, decay fit, ... and per-block statistics
+  spectrum.png    the eigenvalues (full kernel and blocks), log scale
+"""
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+import tqdm
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ntkft import data, ntk, peft, spectral
+from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:args]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.")
+
+KINDS = ("ntk", "adam")
+
+
+def kernel_inputs(config, model):
+  """(batch dict with n examples padded to one length, labels, example indices)."""
+  d = config.data
+  task = data.get_task(config.task)
+  examples = data.load_examples(task, d.split, data.task_data_dir(task, d.root))
+  if config.n > len(examples):
+    raise ValueError(f"n={config.n} exceeds the {len(examples)} examples of "
+                     f"{task.name}/{d.split}")
+  index = np.sort(np.random.default_rng(config.seed).choice(len(examples), config.n,
+                                                            replace=False))
+  encoded = data.encode(data.load_tokenizer(model.source), examples.select(index), d.max_len)
+  batch = data.make_batch(encoded, np.arange(config.n), config.n, None, int(encoded.lengths.max()))
+  x = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+  return x, encoded.labels, index
+
+
+def run(config, workdir: str) -> dict:
+  t0 = time.time()
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if config.kind not in KINDS:
+    raise ValueError(f"unknown kernel kind {config.kind!r}; choose from {KINDS}")
+  task = data.get_task(config.task)
+  spec = peft.PeftSpec.from_config(config.peft)
+  num_layers = read_config(resolve_model_dir(config.model.name)).num_layers
+  model = load_pretrained(config.model.name, HeadConfig(task.num_labels, config.model.pooling),
+                          adapters=peft.adapters_for(spec, num_layers), seed=config.seed)
+  trainable, frozen = peft.partition(
+      model.params, peft.trainable_names(spec, model.params, num_layers))
+  print(peft.describe(trainable, frozen))
+  x, labels, index = kernel_inputs(config, model)
+
+  def apply(p, x, frozen):  # frozen weights travel as an argument, not a closure
+    return model.apply_fn(peft.combine(p, frozen), x)
+
+  bar = tqdm.tqdm(desc=f"{config.kind} kernel chunks", disable=not config.progress)
+  kwargs = dict(trace_axes=(-1,), batch_size=config.chunk_size or None,
+                memory_budget_bytes=int(config.memory_budget_mb * 2**20) or None,
+                on_chunk=lambda info: bar.update(1))
+  if config.kind == "ntk":
+    blocks = ntk.per_block_ntk_fn(apply, config.block_by, implementation=config.implementation,
+                                  **kwargs)(x, None, trainable, frozen)
+    blocks = {k: np.asarray(v) for k, v in blocks.items()}
+    kernel = sum(blocks.values())
+  else:
+    kernel = np.asarray(ntk.adam_ntk_fn(apply, eps=config.adam_eps or None, **kwargs)(
+        x, None, trainable, frozen))
+    blocks = {}
+  bar.close()
+  fx0 = np.asarray(jax.jit(apply)(trainable, x, frozen))
+
+  symmetrize = config.kind == "adam"
+  stats = spectral.spectrum_stats(kernel, symmetrize=symmetrize)
+  block_stats = {}
+  for name, k_b in blocks.items():
+    block_stats[name] = {key: stats_b for key, stats_b in spectral.spectrum_stats(k_b).items()
+                         if key in ("lambda_min", "lambda_max", "condition_number", "trace",
+                                    "effective_rank")}
+  summary = {"task": task.name, "split": config.data.split, "kind": config.kind,
+             "n": int(config.n), "num_params": peft.count(trainable),
+             "layers": "all" if spec.layers is None else list(spec.layers),
+             "targets": list(spec.targets), "implementation": config.implementation,
+             "trace_normalization": "mean over outputs (neural-tangents convention)",
+             **stats, "blocks": block_stats, "wall_seconds": time.time() - t0}
+  if symmetrize:
+    summary["note"] = "Adam (sign) kernel is asymmetric: spectrum of its symmetric part"
+  np.savez(workdir / "kernel.npz", kernel=kernel, labels=labels, fx0=fx0, index=index,
+           **{f"block/{k}": v for k, v in blocks.items()})
+  (workdir / "spectrum.json").write_text(json.dumps(summary, indent=2))
+  eigs = {"full": spectral.eigvalsh(kernel, symmetrize=symmetrize)}
+  eigs.update({k: spectral.eigvalsh(v) for k, v in blocks.items()})
+  spectral.plot_spectrum(eigs, workdir / "spectrum.png",
+                         f"{config.kind.upper()} spectrum at θ0: {task.name}, n={config.n}")
+  print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (dict, list))},
+                   indent=2))
+  return summary
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,34 @@
+"""`python -m ntkft.ntk_report` on the real MiniLM at runlocal scale."""
+import json
+
+import numpy as np
+
+from configs import ntk_spectrum
+from ntkft import ntk_report
+
+
+def test_runlocal_writes_kernel_and_spectrum(tmp_path):
+  config = ntk_spectrum.get_config("runlocal")
+  config.n = 8
+  config.chunk_size = 4
+  config.progress = False
+  ntk_report.run(config, str(tmp_path))
+  summary = json.loads((tmp_path / "spectrum.json").read_text())
+  for key in ("n", "num_params", "condition_number", "lambda_min", "lambda_max",
+              "effective_rank"):
+    assert key in summary, key
+  assert summary["n"] == 8 and summary["num_params"] == 2 * 2 * 8 * 384 * 2  # 2 layers x q,v x (A,B)
+  saved = np.load(tmp_path / "kernel.npz")
+  k = saved["kernel"]
+  assert k.shape == (8, 8)
+  np.testing.assert_allclose(k, k.T, rtol=1e-6, atol=1e-9)
+  eigs = np.linalg.eigvalsh(k.astype(np.float64))
+  assert eigs.min() > -1e-5 * eigs.max()
+  np.testing.assert_allclose(summary["lambda_max"], eigs.max(), rtol=1e-6)
+  np.testing.assert_allclose(summary["condition_number"], eigs.max() / eigs.min(), rtol=1e-4)
+  blocks = [saved[name] for name in saved.files if name.startswith("block/")]
+  # layer_projection blocks of layers 4 and 5: query and value
+  assert len(blocks) == 4
+  np.testing.assert_allclose(sum(blocks), k, rtol=1e-5, atol=1e-6 * np.abs(k).max())
+  assert saved["fx0"].shape == (8, 2) and saved["labels"].shape == (8,)
+  assert (tmp_path / "spectrum.png").stat().st_size > 1000
