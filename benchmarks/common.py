@@ -1,0 +1,58 @@
+"""Timing helpers shared by the benchmarks: best-of-n timing, XLA FLOP counts, matmul peak."""
+import json
+import platform
+import resource
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def best_time(fn, *args, repeats: int = 5, warmup: int = 1) -> float:
+  """Minimum wall time of ``fn(*args)`` (results blocked on) over ``repeats`` runs."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t)
+  return min(times)
+
+
+def flops(jitted, *args) -> float:
+  """FLOPs XLA counts for one call of a jitted function on these arguments."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get("flops", 0.0))
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+  """Measured f32 matmul throughput (GFLOP/s) of this machine: the reference peak."""
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+  b = jnp.asarray(np.random.default_rng(1).standard_normal((n, n)), jnp.float32)
+  mm = jax.jit(lambda x, y: x @ y)
+  return 2 * n**3 / best_time(mm, a, b, repeats=repeats) / 1e9
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> str:
+  return f"{platform.machine()} {jax.devices()[0].device_kind} x{jax.device_count()}, " \
+         f"{__import__('os').cpu_count()} cpus"
+
+
+def emit(result: dict, as_json: bool) -> None:
+  """Prints a table (human) or one JSON line (``--json``)."""
+  if as_json:
+    print(json.dumps(result))
+    return
+  width = max(len(k) for k in result)
+  for k, v in result.items():
+    print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+  sys.stdout.flush()

@@ -1,0 +1,1 @@
+"""ntkft.train."""

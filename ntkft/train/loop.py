@@ -1,0 +1,205 @@
+"""The training loop: config -> model, data, state -> steps, evals, checkpoints.
+
+Only this module and ``ntkft.run`` read the config; everything below takes
+explicit arguments. Writes into ``workdir``::
+
+  config.json      the resolved config
+  metrics.jsonl    one JSON object per log/eval event (step, split, values)
+  tb/              TensorBoard event files (same numbers)
+  ckpt/<step>/     orbax checkpoints of the whole TrainState
+  summary.json     task, mode, steps, train_loss, dev_metric, param_distance, ...
+
+Re-running the same command in the same workdir resumes from the last
+checkpoint; data order is a pure function of (seed, step), so a resumed run ends
+bit-identical to an uninterrupted one.
+"""
+import functools
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from ntkft import data, ntk, peft
+from ntkft.evals import metrics as metrics_lib
+from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
+from ntkft.train import checkpoint, losses, optim, step as step_lib
+from ntkft.train.state import TrainState
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or Inf."""
+
+
+def _load_data(config, task, tokenizer):
+  d = config.data
+  data_dir = data.task_data_dir(task, d.root)
+  train = data.load_examples(task, d.train_split, data_dir)
+  if d.n_train and d.n_train < len(train):
+    train = data.subsample(train, d.n_train, seed=config.seed, stratified=d.stratified)
+  dev = data.load_examples(task, d.eval_split, data_dir)
+  if d.n_eval and d.n_eval < len(dev):
+    dev = data.subsample(dev, d.n_eval, seed=config.seed)
+  return data.encode(tokenizer, train, d.max_len), data.encode(tokenizer, dev, d.max_len)
+
+
+def evaluate(eval_fn, state, batches, labels, task, is_regression):
+  """Metrics of the model in ``state`` over ``batches`` (every example once)."""
+  preds = np.zeros(len(labels), dtype=np.float32 if is_regression else np.int64)
+  loss_sum = 0.0
+  for batch in batches:
+    out, loss = eval_fn(state, batch)
+    keep = batch["weights"] > 0
+    preds[batch["index"][keep]] = np.asarray(losses.predictions(out, is_regression))[keep]
+    loss_sum += float(loss) * keep.sum()
+  result = metrics_lib.compute_metrics(task, preds, labels)
+  result["loss"] = loss_sum / len(labels)
+  return result
+
+
+def _append_jsonl(path, record):
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def _truncate_jsonl(path, last_step):
+  """Drops records past ``last_step`` (written after the checkpoint we resume from)."""
+  if not path.exists():
+    return
+  kept = [l for l in path.read_text().splitlines() if json.loads(l)["step"] <= last_step]
+  path.write_text("".join(l + "\n" for l in kept))
+
+
+def run(config, workdir: str) -> dict:
+  """Trains as configured; returns (and writes) the summary dict."""
+  t_start = time.time()
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  task = data.get_task(config.task)
+
+  # Model and parameter subset.
+  spec = peft.PeftSpec.from_config(config.peft)
+  num_layers = read_config(resolve_model_dir(config.model.name)).num_layers
+  model = load_pretrained(
+      config.model.name, HeadConfig(task.num_labels, config.model.pooling), seed=config.seed,
+      load_head=config.model.load_head, dropout_rate=config.model.dropout,
+      adapters=peft.adapters_for(spec, num_layers))
+  trainable, frozen = peft.partition(
+      model.params, peft.trainable_names(spec, model.params, model.config.num_layers))
+  print(f"model {config.model.name} ({model.source}); mode {config.mode}")
+  print(peft.describe(trainable, frozen))
+
+  # Data.
+  tokenizer = data.load_tokenizer(model.source)
+  train_enc, dev_enc = _load_data(config, task, tokenizer)
+  d = config.data
+  stream = data.TrainStream(train_enc, d.batch_size, d.buckets, d.max_len, config.seed)
+  dev_batches = data.eval_batches(dev_enc, d.eval_batch_size, d.buckets, d.max_len)
+  train_eval_batches = data.eval_batches(train_enc, d.eval_batch_size, d.buckets, d.max_len)
+  print(f"task {task.name}: {len(train_enc)} train / {len(dev_enc)} {d.eval_split} examples")
+
+  # Optimizer, state, functions.
+  layer_block = ntk.block_of_fn("layer")  # per-block selective pulls gate each layer
+  o = config.optim
+  total = config.train.steps
+  lr = optim.schedule(o.lr, total, o.warmup_steps, o.decay)
+  tx = optim.optimizer(o.name, lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                       clip_norm=o.clip_norm, grad_accum_steps=o.grad_accum_steps,
+                       lam=config.lam, pull_form=config.pull.form,
+                       selective=config.pull.selective, block_of=layer_block)
+  state = TrainState(step=jnp.zeros([], jnp.int32), trainable=trainable,
+                     trainable0=jax.tree.map(jnp.copy, trainable), frozen=frozen,
+                     # raw uint32 key data: checkpointable as a plain array
+                     opt_state=tx.init(trainable), rng=jax.random.PRNGKey(config.seed))
+  outputs_fn = step_lib.model_fn(config.mode, model.apply_fn)
+  loss_fn = losses.loss_fn(config.loss, task.num_labels, task.is_regression)
+  train_step = jax.jit(functools.partial(
+      step_lib.train_step, outputs_fn=outputs_fn, loss_fn=loss_fn, tx=tx, lam=config.lam,
+      pull_form=config.pull.form, selective=config.pull.selective, block_of=layer_block),
+      donate_argnums=0)
+
+  @jax.jit
+  def eval_fn(state, batch):
+    out = step_lib.eval_outputs(state, batch, outputs_fn=outputs_fn)
+    return out, loss_fn(out, batch)
+
+  # Resume.
+  mngr = checkpoint.manager(workdir, config.train.ckpt_every, config.train.ckpt_keep)
+  state, restored = checkpoint.restore_latest(mngr, state)
+  start = int(state.step)
+  log_path = workdir / "metrics.jsonl"
+  if restored is None:
+    log_path.unlink(missing_ok=True)
+  else:
+    _truncate_jsonl(log_path, start)
+    print(f"resumed from checkpoint at step {start}")
+  writer = _tb_writer(workdir)
+
+  def log(step, split, values):
+    _append_jsonl(log_path, {"step": step, "split": split, **values})
+    if writer is not None:
+      for k, v in values.items():
+        writer.add_scalar(f"{split}/{k}", v, step)
+
+  # Train.
+  window = []
+  bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc=config.mode,
+                  dynamic_ncols=True, disable=not config.train.progress)
+  for s in bar:
+    state, m = train_step(state, stream.batch(s))
+    loss = float(m["loss"])
+    if s == start:
+      t_first = time.time()
+    if not np.isfinite(loss):
+      mngr.wait_until_finished()
+      raise NonFiniteLossError(
+          f"non-finite training loss {loss} at step {s} (0-based); the last good checkpoint "
+          f"(step {mngr.latest_step()}) is kept in {mngr.directory}")
+    window.append(jax.device_get(m))
+    done = s + 1
+    if done % config.train.log_every == 0 or done == total:
+      mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+      if done - start > 1:  # rate after the first (compiling) step
+        mean["examples_per_s"] = (done - start - 1) * d.batch_size / (time.time() - t_first)
+      log(done, "train", mean)
+      bar.set_postfix(loss=f"{mean['loss']:.4f}", ex_s=f"{mean.get('examples_per_s', 0):.0f}")
+      window = []
+    if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
+      log(done, d.eval_split, evaluate(eval_fn, state, dev_batches, dev_enc.labels, task,
+                                       task.is_regression))
+    checkpoint.save(mngr, done, state, force=(done == total))
+  mngr.wait_until_finished()
+
+  # Final evaluation and summary.
+  dev = evaluate(eval_fn, state, dev_batches, dev_enc.labels, task, task.is_regression)
+  train_eval = evaluate(eval_fn, state, train_eval_batches, train_enc.labels, task,
+                        task.is_regression)
+  log(total, d.eval_split, dev)
+  log(total, "train_eval", train_eval)
+  delta = jax.tree.map(jnp.subtract, state.trainable, state.trainable0)
+  summary = {
+      "task": task.name, "mode": config.mode, "steps": int(state.step),
+      "train_loss": train_eval["loss"], "dev_metric": dev[task.primary_metric],
+      "dev_metric_name": task.primary_metric, "dev_metrics": dev, "train_metrics": train_eval,
+      "param_distance": float(optax.global_norm(delta)), "lam": config.lam,
+      "num_trainable": peft.count(state.trainable), "n_train": len(train_enc),
+      "n_eval": len(dev_enc), "wall_seconds": time.time() - t_start,
+  }
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  if writer is not None:
+    writer.close()
+  print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=2))
+  return summary
+
+
+def _tb_writer(workdir):
+  try:
+    from tensorboardX import SummaryWriter
+  except ImportError:  # optional
+    return None
+  return SummaryWriter(str(workdir / "tb"))

@@ -1,0 +1,65 @@
+"""The pure train step shared by the nonlinear and the linearized regimes.
+
+``model_fn(mode, apply_fn)`` returns ``outputs(trainable, trainable0, frozen, batch,
+rng)``:
+
+  nonlinear:   f(θ; x)                                    (dropout on, if any)
+  linearized:  f̄(θ; x) = f(θ0; x) + J(θ0; x)(θ − θ0)     (one jax.jvp, dropout off)
+
+The step itself does not know which it trains.
+"""
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ntkft.linearize import tangent_apply_fn
+from ntkft.peft import combine
+from ntkft.train import pull
+from ntkft.train.state import TrainState
+
+MODES = ("nonlinear", "linearized")
+
+
+def model_fn(mode: str, apply_fn: Callable) -> Callable:
+  """``outputs(trainable, trainable0, frozen, batch, rng) -> (B, O)`` for a regime."""
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+  if mode == "nonlinear":
+    return lambda p, p0, frozen, batch, rng: apply_fn(combine(p, frozen), batch, rng)
+  f_lin = tangent_apply_fn(lambda p, frozen, batch: apply_fn(combine(p, frozen), batch))
+  return lambda p, p0, frozen, batch, rng: f_lin(p0, p, frozen, batch)
+
+
+def train_step(state: TrainState, batch, *, outputs_fn: Callable, loss_fn: Callable,
+               tx: optax.GradientTransformation, lam: float = 0.0, pull_form: str = "loss",
+               selective: str = "none", block_of: Callable = lambda name: "all"):
+  """One optimizer step; no I/O, no globals. Returns (new state, metrics)."""
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def risk(p):
+    return loss_fn(outputs_fn(p, state.trainable0, state.frozen, batch, rng), batch)
+
+  loss, grads = jax.value_and_grad(risk)(state.trainable)
+  delta = jax.tree.map(jnp.subtract, state.trainable, state.trainable0)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+             "param_distance": optax.global_norm(delta),
+             "objective": loss + 0.5 * lam * jnp.square(optax.global_norm(delta))}
+  if lam > 0 and pull_form == "loss":
+    grads, metrics["pull_on"] = pull.pull_gradient(grads, state.trainable, state.trainable0,
+                                                   lam, selective, block_of)
+  updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+  trainable = optax.apply_updates(state.trainable, updates)
+  return state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state), metrics
+
+
+def eval_outputs(state: TrainState, batch, *, outputs_fn: Callable):
+  """Model outputs (B, O) on a batch, deterministic."""
+  return outputs_fn(state.trainable, state.trainable0, state.frozen, batch, None)
+
+
+def jit_train_step(**kwargs):
+  """``train_step`` with the functions bound, jitted with the state donated."""
+  return jax.jit(functools.partial(train_step, **kwargs), donate_argnums=0)
