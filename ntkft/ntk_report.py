@@ -47,6 +47,26 @@ def kernel_inputs(config, model):
   return x, encoded.labels, index
 
 
+def model_and_subset(config):
+  """(model, trainable, frozen, apply) for config.task / model / peft at θ0.
+
+  ``apply(trainable, x, frozen)`` is the model on the recombined params; the
+  frozen weights travel as an argument (not a closure), as the NTK engine needs.
+  """
+  task = data.get_task(config.task)
+  spec = peft.PeftSpec.from_config(config.peft)
+  num_layers = read_config(resolve_model_dir(config.model.name)).num_layers
+  model = load_pretrained(config.model.name, HeadConfig(task.num_labels, config.model.pooling),
+                          adapters=peft.adapters_for(spec, num_layers), seed=config.seed)
+  trainable, frozen = peft.partition(
+      model.params, peft.trainable_names(spec, model.params, num_layers))
+
+  def apply(p, x, frozen):
+    return model.apply_fn(peft.combine(p, frozen), x)
+
+  return model, trainable, frozen, apply
+
+
 def run(config, workdir: str) -> dict:
   t0 = time.time()
   workdir = pathlib.Path(workdir)
@@ -55,16 +75,9 @@ def run(config, workdir: str) -> dict:
     raise ValueError(f"unknown kernel kind {config.kind!r}; choose from {KINDS}")
   task = data.get_task(config.task)
   spec = peft.PeftSpec.from_config(config.peft)
-  num_layers = read_config(resolve_model_dir(config.model.name)).num_layers
-  model = load_pretrained(config.model.name, HeadConfig(task.num_labels, config.model.pooling),
-                          adapters=peft.adapters_for(spec, num_layers), seed=config.seed)
-  trainable, frozen = peft.partition(
-      model.params, peft.trainable_names(spec, model.params, num_layers))
+  model, trainable, frozen, apply = model_and_subset(config)
   print(peft.describe(trainable, frozen))
   x, labels, index = kernel_inputs(config, model)
-
-  def apply(p, x, frozen):  # frozen weights travel as an argument, not a closure
-    return model.apply_fn(peft.combine(p, frozen), x)
 
   bar = tqdm.tqdm(desc=f"{config.kind} kernel chunks", disable=not config.progress)
   kwargs = dict(trace_axes=(-1,), batch_size=config.chunk_size or None,

@@ -61,10 +61,18 @@ class PeftSpec:
     """From a ConfigDict/dict with the field names above (layers: tuple, 'all' or None)."""
     get = dict(cfg)
     layers = get.get("layers")
-    if isinstance(layers, str):
-      if layers != "all":
-        raise ValueError(f"peft.layers must be a tuple of ints or 'all', got {layers!r}")
-      layers = None
+    if isinstance(layers, str):  # the config declares "all", so the CLI passes strings
+      text = layers.strip()
+      if text == "all":
+        layers = None
+      else:  # "(4, 5)", "[4,5]", "4,5", "7"
+        items = [t.strip() for t in text.strip("()[] ").split(",") if t.strip()]
+        try:
+          layers = tuple(int(t) for t in items)
+        except ValueError:
+          layers = ()
+        if not layers:
+          raise ValueError(f"peft.layers must be a tuple of ints or 'all', got {text!r}")
     elif layers is not None:
       layers = tuple(int(i) for i in layers)
     methods = get.get("methods", ("lora",))

@@ -81,6 +81,8 @@ def run(config, workdir: str) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   task = data.get_task(config.task)
+  if config.mode not in step_lib.MODES:  # fail before loading anything
+    raise ValueError(f"unknown mode {config.mode!r}; choose from {step_lib.MODES}")
 
   # Model and parameter subset.
   spec = peft.PeftSpec.from_config(config.peft)
@@ -130,6 +132,9 @@ def run(config, workdir: str) -> dict:
 
   # Resume.
   mngr = checkpoint.manager(workdir, config.train.ckpt_every, config.train.ckpt_keep)
+  # Commit the fresh state to a device as restored arrays are: otherwise a resumed
+  # run compiles a (sharding-annotated) different program than a fresh one.
+  state = jax.device_put(state, jax.devices()[0])
   state, restored = checkpoint.restore_latest(mngr, state)
   start = int(state.step)
   log_path = workdir / "metrics.jsonl"
@@ -155,12 +160,13 @@ def run(config, workdir: str) -> dict:
     loss = float(m["loss"])
     if s == start:
       t_first = time.time()
-    if not np.isfinite(loss):
+    if not (np.isfinite(loss) and bool(m["params_finite"])):
       mngr.wait_until_finished()
+      what = f"training loss {loss}" if not np.isfinite(loss) else "parameters after the update"
       raise NonFiniteLossError(
-          f"non-finite training loss {loss} at step {s} (0-based); the last good checkpoint "
+          f"non-finite {what} at step {s} (0-based); the last good checkpoint "
           f"(step {mngr.latest_step()}) is kept in {mngr.directory}")
-    window.append(jax.device_get(m))
+    window.append({k: v for k, v in jax.device_get(m).items() if k != "params_finite"})
     done = s + 1
     if done % config.train.log_every == 0 or done == total:
       mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}

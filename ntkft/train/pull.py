@@ -103,7 +103,9 @@ def decoupled_pull_to_init(inner: optax.GradientTransformation, lam: float,
     gate = pull_gate(updates, delta, selective, block_of)
     inner_updates, inner_state = inner.update(updates, state.inner, params)
     eta = schedule(state.count)
-    new = jax.tree.map(lambda u, d, on: u - eta * lam * on * d, inner_updates, delta, gate)
+    # eta * (...) rather than eta * lam * ...: a schedule returns float32 even
+    # under x64, and float32 * python float would round λη to float32.
+    new = jax.tree.map(lambda u, d, on: u - eta * (lam * on * d), inner_updates, delta, gate)
     return new, PullState(state.params0, inner_state, state.count + 1)
 
   return optax.GradientTransformation(init_fn, update_fn)

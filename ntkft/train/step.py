@@ -52,6 +52,9 @@ def train_step(state: TrainState, batch, *, outputs_fn: Callable, loss_fn: Calla
                                                    lam, selective, block_of)
   updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
   trainable = optax.apply_updates(state.trainable, updates)
+  # Checked by the loop before the new state can be checkpointed.
+  metrics["params_finite"] = jnp.all(jnp.array(
+      [jnp.isfinite(x).all() for x in jax.tree.leaves(trainable)]))
   return state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state), metrics
 
 
