@@ -22,8 +22,23 @@ def best_time(fn, *args, repeats: int = 5, warmup: int = 1) -> float:
   return min(times)
 
 
+_FLOPS_CACHE = {}
+
+
 def flops(jitted, *args) -> float:
-  """FLOPs XLA counts for one call of a jitted function on these arguments."""
+  """FLOPs XLA counts for one call of a jitted function on these arguments.
+
+  Cached per (function, argument shapes): ahead-of-time compiles are not cached
+  by jit, and one compile per batch would dominate a benchmark.
+  """
+  key = (id(jitted), tuple((getattr(a, "shape", None), str(getattr(a, "dtype", "")))
+                           for a in jax.tree.leaves(args)))
+  if key not in _FLOPS_CACHE:
+    _FLOPS_CACHE[key] = _flops(jitted, *args)
+  return _FLOPS_CACHE[key]
+
+
+def _flops(jitted, *args) -> float:
   cost = jitted.lower(*args).compile().cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0]

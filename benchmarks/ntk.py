@@ -8,9 +8,12 @@ sequences padded to 64 tokens, real SST-2 sentences, trace over the C=2 logits.
 Floor: one forward pass over the N examples plus C backward passes through the
 trainable part, floor = T_fwd + C (T_grad − T_fwd), where T_grad is a
 value_and_grad pass w.r.t. the same subset. ratio = best implementation / floor.
+Each measurement runs in its own process, so peak memory (max RSS) is its own.
 """
 import argparse
+import json
 import pathlib
+import subprocess
 import sys
 
 import jax
@@ -42,24 +45,42 @@ def setup(n, seq_len):
   return apply, trainable, frozen, x
 
 
-def measure(n, seq_len, repeats, implementations):
+def measure(what, n, seq_len, repeats):
+  """Times one thing in this process: "floor" or an implementation name."""
   apply, trainable, frozen, x = setup(n, seq_len)
+  if what == "floor":
+    fwd = jax.jit(apply)
+    num_outputs = fwd(trainable, x, frozen).shape[-1]
+    grad = jax.jit(jax.value_and_grad(lambda p, x, f: apply(p, x, f).sum()))
+    t_fwd = common.best_time(fwd, trainable, x, frozen, repeats=repeats)
+    t_grad = common.best_time(grad, trainable, x, frozen, repeats=repeats)
+    return {"forward_s": t_fwd, "value_and_grad_s": t_grad, "num_outputs": num_outputs,
+            "floor_s": t_fwd + num_outputs * max(t_grad - t_fwd, 0.0),
+            "num_params": peft.count(trainable), "floor_peak_rss_mb": common.peak_rss_mb()}
+  ntk_fn = ntk.empirical_ntk_fn(apply, trace_axes=(-1,), implementation=what)
+  seconds = common.best_time(lambda: ntk_fn(x, None, trainable, frozen),
+                             repeats=max(1, repeats // 2))
+  return {f"{what}_s": seconds, f"{what}_peak_rss_mb": common.peak_rss_mb()}
+
+
+def in_subprocess(what, n, seq_len, repeats):
+  """``measure`` in a fresh process, so peak memory is that implementation's own."""
+  cmd = [sys.executable, __file__, "--_child", what, "--n", str(n), "--seq_len", str(seq_len),
+         "--repeats", str(repeats)]
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def row(n, seq_len, repeats, implementations):
   out = {"n": n}
-  fwd = jax.jit(apply)
-  num_outputs = fwd(trainable, x, frozen).shape[-1]
-  grad = jax.jit(jax.value_and_grad(lambda p, x, f: apply(p, x, f).sum()))
-  t_fwd = common.best_time(fwd, trainable, x, frozen, repeats=repeats)
-  t_grad = common.best_time(grad, trainable, x, frozen, repeats=repeats)
-  out["forward_s"], out["value_and_grad_s"] = t_fwd, t_grad
-  out["floor_s"] = t_fwd + num_outputs * max(t_grad - t_fwd, 0.0)
+  out.update(in_subprocess("floor", n, seq_len, repeats))
   for impl in implementations:
-    ntk_fn = ntk.empirical_ntk_fn(apply, trace_axes=(-1,), implementation=impl)
-    out[f"{impl}_s"] = common.best_time(lambda: ntk_fn(x, None, trainable, frozen),
-                                        repeats=max(1, repeats // 2))
-  best = min(out[f"{impl}_s"] for impl in implementations)
-  out["ratio"] = best / out["floor_s"]
-  out["num_params"] = peft.count(trainable)
-  out["peak_rss_mb"] = common.peak_rss_mb()
+    out.update(in_subprocess(impl, n, seq_len, repeats))
+  best = min(implementations, key=lambda impl: out[f"{impl}_s"])
+  out["ratio"] = out[f"{best}_s"] / out["floor_s"]
+  out["best"] = best
+  out["peak_rss_mb"] = out[f"{best}_peak_rss_mb"]
+  out["machine"] = common.machine()
   return out
 
 
@@ -71,18 +92,21 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--vp_max_n", type=int, default=64,
                       help="skip NTK-vector products above this N (cost grows as N^2)")
+  parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args._child:
+    print(json.dumps(measure(args._child, args.n[0], args.seq_len, args.repeats)))
+    return
   rows = []
   for n in args.n:
     impls = ["jacobian_contraction"] + (["ntk_vector_products"] if n <= args.vp_max_n else [])
-    row = measure(n, args.seq_len, args.repeats, impls)
-    row["machine"] = common.machine()
-    rows.append(row)
+    rows.append(row(n, args.seq_len, args.repeats, impls))
     if args.json:
-      common.emit(row, True)
+      common.emit(rows[-1], True)
   if not args.json:
     cols = ["n", "jacobian_contraction_s", "ntk_vector_products_s", "forward_s",
-            "value_and_grad_s", "floor_s", "ratio", "peak_rss_mb"]
+            "value_and_grad_s", "floor_s", "ratio", "jacobian_contraction_peak_rss_mb",
+            "ntk_vector_products_peak_rss_mb"]
     print(" | ".join(cols))
     for r in rows:
       print(" | ".join(f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "-"))
