@@ -18,15 +18,8 @@ import time
 import jax
 import numpy as np
 import tqdm
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from ntkft import data, ntk, peft, spectral
+from ntkft import cli, data, ntk, peft, spectral
 from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:args]).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.")
 
 KINDS = ("ntk", "adam")
 
@@ -122,14 +115,5 @@ def run(config, workdir: str) -> dict:
   return summary
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  run(_CONFIG.value, _WORKDIR.value)
-
-
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run_main(run)

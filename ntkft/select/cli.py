@@ -131,12 +131,3 @@ def run(config, workdir: str) -> dict:
     print(f"{criterion}: selected {other['selected']} value={other['value']}")
     print(f"  {other['peft_flags']}")
   return summary
-
-
-def main(argv):
-  from absl import app, flags, logging
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  run(flags.FLAGS.config, flags.FLAGS.workdir)

@@ -1,0 +1,198 @@
+"""How linear is fine-tuning? The three regimes vs λ, with the theory's bounds beside them.
+
+  python -m experiments.lambda_sweep --config=configs/lambda_sweep.py:runlocal --workdir=W
+
+For one task, one parameter subset (``peft``) and each λ of ``config.lams``,
+trains from the same θ0 and the same data order (``ntkft.diagnostics.run_regimes``):
+the nonlinear model f(θ), the tangent model f̄(θ) and the closed-form kernel
+trajectory / kernel-ridge endpoint, under the squared loss on one-hot targets and
+(S)GD with the pull λ/2‖θ − θ0‖². Writes into the workdir:
+
+  results.json     config, η, kernel spectrum edge, and per λ: records every
+                   ``record_every`` steps, per-step objective/distance, the
+                   bounds, violation flags and counts; plus ``table`` (one row per λ)
+  distances.png    ‖θ_t − θ0‖ (nonlinear solid, linearized dashed) vs step, one
+                   colour per λ, the bound sqrt(2R(θ0)/λ) dotted in the same colour
+  gaps_vs_lambda.png  final ‖θ−θ0‖, bound, ‖θ−θ̄‖, ‖f−f̄‖ train/eval and the
+                   remainder estimate vs λ (log axes; λ = 0 on a linear stretch)
+
+and prints the table. Output gaps are RMS over examples of the per-example
+Euclidean norm over the logits (see ``ntkft.diagnostics``).
+"""
+import json
+import pathlib
+import time
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ntkft import cli, data, diagnostics, ntk_report, peft
+from ntkft.ntk import blocks
+from ntkft.train import losses
+
+TABLE_COLUMNS = ("lam", "dist_nonlinear", "dist_linearized", "bound", "param_gap",
+                 "f_gap_train", "f_gap_eval", "remainder_train", "remainder_est_train",
+                 "agree_eval", "acc_nonlinear_eval", "acc_linearized_eval", "cf_gap_train",
+                 "violations")
+
+
+def load_inputs(config, model, task):
+  """(x_train, y_train, x_eval, y_eval): fixed random samples, one padded batch each.
+
+  Both are padded to the same length, so equal n_train and n_eval share compiled code.
+  """
+  d = config.data
+  tokenizer = data.load_tokenizer(model.source)
+  encoded = []
+  for split, n, salt in ((d.train_split, config.n_train, 0), (d.eval_split, config.n_eval, 1)):
+    examples = data.load_examples(task, split, data.task_data_dir(task, d.root))
+    if not 1 <= n <= len(examples):
+      raise ValueError(f"n={n} for {task.name}/{split} must be in [1, {len(examples)}]")
+    index = np.sort(np.random.default_rng([config.seed, salt]).choice(len(examples), n,
+                                                                      replace=False))
+    encoded.append(data.encode(tokenizer, examples.select(index), d.max_len))
+  length = max(int(enc.lengths.max()) for enc in encoded)
+  out = []
+  for enc in encoded:
+    batch = data.make_batch(enc, np.arange(len(enc)), len(enc), None, length)
+    x = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    y = np.asarray(losses.targets(enc.labels, task.num_labels, task.is_regression))
+    out += [x, y]
+  return tuple(out)
+
+
+def _finite(v):
+  """JSON-safe numbers: inf/nan -> None."""
+  if isinstance(v, dict):
+    return {k: _finite(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_finite(x) for x in v]
+  if isinstance(v, float) and not np.isfinite(v):
+    return None
+  return v
+
+
+def table_row(out: dict) -> dict:
+  f = out["final"]
+  return {"lam": out["lam"], "dist_nonlinear": f["dist_nonlinear"],
+          "dist_linearized": f["dist_linearized"], "bound": out["bounds"]["distance"],
+          "param_gap": f["dist_nonlinear_vs_linearized"], "f_gap_train": f["f_gap_train"],
+          "f_gap_eval": f["f_gap_eval"], "remainder_train": f["remainder_measured_train"],
+          "remainder_est_train": f["remainder_estimate_train"],
+          "agree_eval": f["agree_nonlinear_linearized_eval"],
+          "acc_nonlinear_eval": f.get("acc_nonlinear_eval"),
+          "acc_linearized_eval": f.get("acc_linearized_eval"),
+          "cf_gap_train": f["closed_form_gap_train"], "violations": out["num_violations"]}
+
+
+def format_table(rows: list[dict]) -> str:
+  def cell(v):
+    if v is None:
+      return "-"
+    if isinstance(v, int):
+      return str(v)
+    return f"{v:.3g}"
+  head = " | ".join(TABLE_COLUMNS)
+  lines = [head, " | ".join("---" for _ in TABLE_COLUMNS)]
+  lines += [" | ".join(cell(r[c]) for c in TABLE_COLUMNS) for r in rows]
+  return "\n".join(lines)
+
+
+def plot_distances(results: list[dict], path):
+  fig = Figure(figsize=(6.5, 4.2), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  for i, out in enumerate(results):
+    color = f"C{i}"
+    for regime, style in (("nonlinear", "-"), ("linearized", "--")):
+      dist = np.asarray(out["per_step"][regime]["distance"])
+      ax.plot(np.arange(len(dist))[1:], dist[1:], style, color=color,
+              label=f"λ={out['lam']:g} {regime}")
+    if np.isfinite(out["bounds"]["distance"]):
+      ax.axhline(out["bounds"]["distance"], color=color, linestyle=":", linewidth=1)
+  ax.set_yscale("log")
+  ax.set_xlabel("step")
+  ax.set_ylabel("‖θ_t − θ0‖ (dotted: sqrt(2R(θ0)/λ))")
+  ax.legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path)
+
+
+def plot_gaps(rows: list[dict], path):
+  fig = Figure(figsize=(6.5, 4.2), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  lams = np.array([r["lam"] for r in rows])
+  for key, style in (("dist_nonlinear", "o-"), ("bound", "k:"), ("param_gap", "s-"),
+                     ("f_gap_train", "^-"), ("f_gap_eval", "v-"),
+                     ("remainder_est_train", "x--")):
+    vals = np.array([np.nan if r[key] is None else r[key] for r in rows], float)
+    vals[~np.isfinite(vals) | (vals <= 0)] = np.nan
+    ax.plot(lams, vals, style, label=key)
+  positive = lams[lams > 0]
+  ax.set_xscale("symlog", linthresh=positive.min() if positive.size else 1.0)
+  ax.set_yscale("log")
+  ax.set_xlabel("λ")
+  ax.set_ylabel("at the last step")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path)
+
+
+def run(config, workdir: str) -> dict:
+  t0 = time.time()
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if config.optimizer != "sgd":
+    raise ValueError(f"optimizer={config.optimizer!r}: only 'sgd' (the theory's setting)")
+  if not config.lams or any(lam < 0 for lam in config.lams):
+    raise ValueError(f"lams must be a non-empty grid of values >= 0, got {config.lams}")
+  task = data.get_task(config.task)
+  model, trainable, frozen, apply = ntk_report.model_and_subset(config)
+  print(peft.describe(trainable, frozen))
+  x_train, y_train, x_eval, y_eval = load_inputs(config, model, task)
+  chunk = config.ntk_batch_size or None
+  k_tt = diagnostics.flat_ntk(apply, x_train, None, trainable, frozen, batch_size=chunk)
+  k_et = diagnostics.flat_ntk(apply, x_eval, x_train, trainable, frozen, batch_size=chunk)
+  n = config.n_train
+  gn = diagnostics.lipschitz(k_tt, n, 0.0)  # λmax(K)/n
+  if config.lr_relative > 0:
+    lr = config.lr_relative * 2.0 / (gn + max(config.lams))
+  else:
+    lr = config.lr
+  block_of = blocks.block_of_fn(config.block_by)
+  results = []
+  for lam in config.lams:
+    t_lam = time.time()
+    out = diagnostics.run_regimes(
+        apply, trainable, x_train, y_train, x_eval, y_eval, extra=(frozen,), lam=float(lam),
+        lr=lr, steps=config.steps, record_every=config.record_every,
+        batch_size=config.batch_size or None, seed=config.seed, selective=config.selective,
+        block_of=block_of, kernels=(k_tt, k_et))
+    out["wall_seconds"] = time.time() - t_lam
+    results.append(out)
+    print(f"λ={lam:g}: done in {out['wall_seconds']:.1f}s, violations {out['num_violations']}")
+  rows = [table_row(out) for out in results]
+  summary = {
+      "task": task.name, "model": config.model.name, "peft": config.peft.to_dict(),
+      "num_params": peft.count(trainable), "n_train": n, "n_eval": config.n_eval,
+      "lr": lr, "gauss_newton_lmax_over_n": gn, "kernel_trace": float(np.trace(k_tt)),
+      "output_norm": "RMS over examples of the per-example L2 norm over logits",
+      "config": json.loads(config.to_json_best_effort()),
+      "per_lambda": results, "table": rows,
+      "total_violations": int(sum(r["violations"] for r in rows)),
+      "wall_seconds": time.time() - t0}
+  (workdir / "results.json").write_text(json.dumps(_finite(summary), indent=1))
+  plot_distances(results, workdir / "distances.png")
+  plot_gaps(rows, workdir / "gaps_vs_lambda.png")
+  print(f"{task.name}, {config.model.name}, {peft.count(trainable)} trainable params, "
+        f"n={n}, η={lr:.4g}, λmax(K)/n={gn:.4g}, {config.steps} steps "
+        f"({'full batch' if not config.batch_size else f'batch {config.batch_size}'}, "
+        f"selective={config.selective})")
+  print(format_table(rows))
+  return summary
+
+
+if __name__ == "__main__":
+  cli.run_main(run)
