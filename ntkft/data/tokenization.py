@@ -5,6 +5,13 @@ Sequences are encoded without padding (padding is the batcher's job, see
 length including special tokens is at most ``max_len``:
 ``[CLS] a [SEP]`` for single sentences, ``[CLS] a [SEP] b [SEP]`` for pairs
 (BERT; token type 0 up to and including the first ``[SEP]``, 1 after).
+
+Whatever template the file's post-processor defines is used as is: RoBERTa's
+byte-level BPE files (``RobertaProcessing``) give ``<s> a </s>`` and
+``<s> a </s></s> b </s>`` with pad id 1 (``<pad>``); token type ids are then
+ignored by models with a single token type. Decoder-only tokenizers (GPT-2,
+LLaMA) have no ``[CLS]``/``[SEP]`` (``cls_id``/``sep_id`` are None) but must
+define a pad token: the batcher pads with it and the attention mask marks it.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import tokenizers
 
 from ntkft.data.readers import Examples
 
-_PAD_TOKENS = ("[PAD]", "<pad>")
+_PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<|endoftext|>")
 _CLS_TOKENS = ("[CLS]", "<s>")
 _SEP_TOKENS = ("[SEP]", "</s>")
 
@@ -33,17 +40,18 @@ class Tokenizer:
       set by each :func:`encode` call.
     path: the ``tokenizer.json`` it was read from.
     pad_id: padding id (from the file's padding config, else the id of
-      ``[PAD]`` or ``<pad>``).
-    cls_id: id of ``[CLS]`` (or ``<s>``).
-    sep_id: id of ``[SEP]`` (or ``</s>``).
+      ``[PAD]``, ``<pad>``, ``<|pad|>`` or, GPT-2 style, ``<|endoftext|>``).
+    cls_id: id of ``[CLS]`` (or ``<s>``); None when the vocabulary has neither
+      (decoder-only tokenizers).
+    sep_id: id of ``[SEP]`` (or ``</s>``); None when absent.
     vocab_size: vocabulary size including added tokens.
   """
 
   backend: tokenizers.Tokenizer
   path: Path
   pad_id: int
-  cls_id: int
-  sep_id: int
+  cls_id: int | None
+  sep_id: int | None
   vocab_size: int
 
 
@@ -57,12 +65,21 @@ def _token_id(
   raise ValueError(f"{path}: no {what} token (looked for {list(candidates)})")
 
 
+def _optional_id(backend: tokenizers.Tokenizer, candidates) -> int | None:
+  for token in candidates:
+    token_id = backend.token_to_id(token)
+    if token_id is not None:
+      return int(token_id)
+  return None
+
+
 def load_tokenizer(model_dir: str | os.PathLike) -> Tokenizer:
   """Loads ``model_dir/tokenizer.json`` (or a ``tokenizer.json`` path itself).
 
   Raises:
     FileNotFoundError: no tokenizer.json there.
-    ValueError: the vocabulary lacks a pad / cls / sep token.
+    ValueError: the vocabulary lacks a pad token (decoder tokenizers such as
+      GPT-2's need one added, e.g. ``<|pad|>``, or a padding config).
   """
   path = Path(model_dir)
   if path.is_dir():
@@ -81,8 +98,8 @@ def load_tokenizer(model_dir: str | os.PathLike) -> Tokenizer:
       backend=backend,
       path=path,
       pad_id=pad_id,
-      cls_id=_token_id(backend, _CLS_TOKENS, "[CLS]", path),
-      sep_id=_token_id(backend, _SEP_TOKENS, "[SEP]", path),
+      cls_id=_optional_id(backend, _CLS_TOKENS),
+      sep_id=_optional_id(backend, _SEP_TOKENS),
       vocab_size=int(backend.get_vocab_size(with_added_tokens=True)),
   )
 

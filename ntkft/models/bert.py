@@ -33,7 +33,7 @@ from flax import nnx
 from ntkft.models.layers import AdapterSpec, Dense, Embed, LayerNorm, dropout
 
 PROJECTIONS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,8 @@ class HeadConfig:
   layer (BERT's ``pooler`` + ``classifier``, RoBERTa's ``classifier.dense`` +
   ``classifier.out_proj``). pooling="mean": masked mean of the last hidden states
   then a linear layer (sentence-transformers style; MiniLM has no pooler weights).
+  pooling="last": the hidden state of the last real token then a linear layer
+  (the decoder-only default, ``ntkft.models.causal``; also valid for encoders).
   """
   num_labels: int
   pooling: str = "mean"
@@ -224,6 +226,9 @@ class SequenceClassifier(nnx.Module):
     """(B, L, H) -> (B, H): tanh-pooler on the first token, or masked mean."""
     if self.pooling == "cls":
       return self.pooler(hidden[:, 0])
+    if self.pooling == "last":
+      last = jnp.argmax(jnp.arange(hidden.shape[1])[None, :] * mask, axis=1)
+      return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
     m = mask.astype(hidden.dtype)[..., None]
     return (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
 

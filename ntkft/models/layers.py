@@ -57,12 +57,19 @@ def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
 
 
 class Dense(nnx.Module):
-  """``x (..., d_in) -> (..., d_out)`` with an optional LoRA adapter."""
+  """``x (..., d_in) -> (..., d_out)`` with an optional LoRA adapter.
+
+  ``use_bias=False`` drops the bias (LLaMA projections); the params then hold
+  only ``kernel`` (and the adapter's ``lora_a``/``lora_b``).
+  """
 
   def __init__(self, d_in: int, d_out: int, *, rngs: nnx.Rngs,
-               adapter: AdapterSpec | None = None, init_std: float = 0.02):
+               adapter: AdapterSpec | None = None, init_std: float = 0.02,
+               use_bias: bool = True):
     self.kernel = nnx.Param(init_std * jax.random.normal(rngs.params(), (d_in, d_out)))
-    self.bias = nnx.Param(jnp.zeros((d_out,)))
+    if use_bias:
+      self.bias = nnx.Param(jnp.zeros((d_out,)))
+    self.use_bias = use_bias
     self.adapter = adapter
     if adapter is not None:
       self.lora_a = nnx.Param(jax.random.normal(rngs.params(), (d_in, adapter.rank))
@@ -74,7 +81,9 @@ class Dense(nnx.Module):
       self.lora_b = nnx.Param(b)
 
   def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-    y = x @ self.kernel[...] + self.bias[...]
+    y = x @ self.kernel[...]
+    if self.use_bias:
+      y = y + self.bias[...]
     if self.adapter is not None:
       scale = self.adapter.alpha / self.adapter.rank
       x_in = dropout(x, self.adapter.dropout, rng)
@@ -94,6 +103,18 @@ class LayerNorm(nnx.Module):
     mean = x.mean(-1, keepdims=True)
     var = jnp.square(x - mean).mean(-1, keepdims=True)
     return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+
+
+class RMSNorm(nnx.Module):
+  """Root-mean-square norm (Zhang & Sennrich 2019; LLaMA): x / sqrt(mean(x²) + eps) · scale."""
+
+  def __init__(self, dim: int, eps: float):
+    self.scale = nnx.Param(jnp.ones((dim,)))
+    self.eps = eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    var = jnp.square(x).mean(-1, keepdims=True)
+    return x * jax.lax.rsqrt(var + self.eps) * self.scale[...]
 
 
 class Embed(nnx.Module):

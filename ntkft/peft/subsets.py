@@ -12,6 +12,13 @@ Methods (combine any of them)::
   "layers"  every weight of ``layers``
   head=True the classification head (and the pooler, when there is one)
 
+LoRA targets are named per model family (``TARGETS``; ``PeftSpec.family`` picks
+the table, default "bert")::
+
+  bert, roberta  query key value attn_out ffn_in ffn_out  encoder/layer_i/{attention,ffn}/<t>
+  gpt2           c_attn (fused q/k/v) attn_out ffn_in ffn_out  decoder/layer_i/{attention,ffn}/<t>
+  llama          query key value attn_out gate up down    decoder/layer_i/{attention,ffn}/<t>
+
 .. warning::
   At the usual LoRA init (B = 0) the Jacobian with respect to A is exactly zero
   (see ``ntkft.models.layers``): a linearized LoRA model only moves through B,
@@ -24,17 +31,34 @@ from typing import Any, Iterable
 
 import jax.numpy as jnp
 
+from ntkft.models import gpt2, llama
 from ntkft.models.bert import PROJECTIONS
 from ntkft.models.functional import flatten, unflatten
 from ntkft.models.layers import LORA_INITS, AdapterSpec
 from ntkft.typing import Params
 
 METHODS = ("lora", "bitfit", "layers")
+# LoRA target names per model family (EncoderConfig/DecoderConfig.family).
+TARGETS = {"bert": PROJECTIONS, "roberta": PROJECTIONS, "gpt2": gpt2.TARGETS,
+           "llama": llama.TARGETS}
+_DEFAULT_TARGETS = {"bert": ("query", "value"), "roberta": ("query", "value"),
+                    "gpt2": ("c_attn",), "llama": ("query", "value")}
+
+
+def targets_for(family: str) -> tuple[str, ...]:
+  """The LoRA target names of a model family."""
+  if family not in TARGETS:
+    raise ValueError(f"unknown model family {family!r}; choose from {tuple(TARGETS)}")
+  return TARGETS[family]
 
 
 @dataclasses.dataclass(frozen=True)
 class PeftSpec:
-  """A parameter subset. ``layers=None`` means every layer."""
+  """A parameter subset. ``layers=None`` means every layer.
+
+  ``family`` names the model family whose LoRA target names ``targets`` uses
+  (see ``TARGETS``); it must match the model the adapters are built for.
+  """
   methods: tuple[str, ...] = ("lora",)
   layers: tuple[int, ...] | None = None
   targets: tuple[str, ...] = ("query", "value")
@@ -43,14 +67,19 @@ class PeftSpec:
   dropout: float = 0.0
   init: str = "zero_b"
   head: bool = True
+  family: str = "bert"
 
   def __post_init__(self):
     unknown = [m for m in self.methods if m not in METHODS]
     if unknown:
       raise ValueError(f"unknown peft method(s) {unknown}; choose from {METHODS}")
-    bad = [t for t in self.targets if t not in PROJECTIONS]
-    if bad:
+    valid = targets_for(self.family)
+    bad = [t for t in self.targets if t not in valid]
+    if bad and self.family in ("bert", "roberta"):
       raise ValueError(f"unknown peft target(s) {bad}; choose from {PROJECTIONS}")
+    if bad:
+      raise ValueError(f"unknown peft target(s) {bad} for model family {self.family!r}; "
+                       f"choose from {valid}")
     if "lora" in self.methods:
       AdapterSpec(rank=self.rank, alpha=self.alpha, dropout=self.dropout, init=self.init)
     if not self.methods and not self.head:
@@ -78,11 +107,16 @@ class PeftSpec:
     methods = get.get("methods", ("lora",))
     if isinstance(methods, str):
       methods = (methods,)
-    return cls(methods=tuple(methods), layers=layers,
-               targets=tuple(get.get("targets", ("query", "value"))),
+    family = get.get("family") or "bert"
+    targets = get.get("targets")
+    if targets is None:
+      targets = _DEFAULT_TARGETS.get(family, ("query", "value"))
+    elif isinstance(targets, str):
+      targets = (targets,)
+    return cls(methods=tuple(methods), layers=layers, targets=tuple(targets),
                rank=int(get.get("rank", 8)), alpha=float(get.get("alpha", 16.0)),
                dropout=float(get.get("dropout", 0.0)), init=get.get("init", "zero_b"),
-               head=bool(get.get("head", True)))
+               head=bool(get.get("head", True)), family=family)
 
 
 def resolve_layers(spec: PeftSpec, num_layers: int) -> tuple[int, ...]:
@@ -96,8 +130,15 @@ def resolve_layers(spec: PeftSpec, num_layers: int) -> tuple[int, ...]:
   return tuple(sorted(set(spec.layers)))
 
 
-def module_path(layer: int, target: str) -> str:
-  """'encoder/layer_4/attention/query' for (4, 'query')."""
+def module_path(layer: int, target: str, family: str = "bert") -> str:
+  """'encoder/layer_4/attention/query' for (4, 'query'); decoders: 'decoder/layer_4/...'."""
+  if target not in targets_for(family):
+    raise ValueError(f"unknown peft target {target!r} for model family {family!r}; "
+                     f"choose from {targets_for(family)}")
+  if family == "gpt2":
+    return gpt2.module_path(layer, target)
+  if family == "llama":
+    return llama.module_path(layer, target)
   group = "ffn" if target.startswith("ffn") else "attention"
   return f"encoder/layer_{layer}/{group}/{target}"
 
@@ -108,14 +149,14 @@ def adapters_for(spec: PeftSpec, num_layers: int) -> dict[str, AdapterSpec]:
     return {}
   adapter = AdapterSpec(rank=spec.rank, alpha=spec.alpha, dropout=spec.dropout,
                         init=spec.init)
-  return {module_path(i, t): adapter
+  return {module_path(i, t, spec.family): adapter
           for i in resolve_layers(spec, num_layers) for t in spec.targets}
 
 
 def trainable_names(spec: PeftSpec, params: Params, num_layers: int) -> list[str]:
   """Sorted '/'-joined names of the leaves that receive gradients."""
   layers = resolve_layers(spec, num_layers)
-  in_layers = re.compile(rf"^encoder/layer_({'|'.join(map(str, layers))})/")
+  in_layers = re.compile(rf"^(encoder|decoder)/layer_({'|'.join(map(str, layers))})/")
   names = []
   for name in flatten(params):
     leaf = name.rsplit("/", 1)[-1]
@@ -180,6 +221,7 @@ def describe(trainable: Params, frozen: Params) -> str:
                    + lines)
 
 
-__all__ = ["PeftSpec", "adapters_for", "trainable_names", "partition", "combine",
+__all__ = ["PeftSpec", "TARGETS", "targets_for", "adapters_for", "trainable_names", "partition",
+           "combine",
            "merge_lora", "count", "describe", "resolve_layers", "module_path", "METHODS",
            "LORA_INITS"]

@@ -1,0 +1,142 @@
+"""Shared pieces of the decoder-only (causal) language models: config, mask, pooling.
+
+The families (``ntkft.models.gpt2``, ``ntkft.models.llama``) differ in their
+blocks; they share
+
+* ``DecoderConfig`` (fields mirror HF config.json after renaming),
+* ``causal_attention``: softmax(q kᵀ / sqrt(d) + mask) v with a causal mask and
+  a key-padding mask (grouped-query attention when there are fewer k/v heads),
+* ``positions_from_mask``: position ids that count real tokens only, so left
+  and right padding give the same positions (0, 1, ... at real tokens),
+* ``pool``: the sequence representation for classification, by default the
+  hidden state of the LAST real token (``attention_mask`` == 1), which works
+  for left and right padding alike (HF ``*ForSequenceClassification`` picks the
+  last non-pad token the same way).
+
+Batches are the usual ``input_ids``/``attention_mask`` (B, L) dicts; token types
+are ignored.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+DECODER_FAMILIES = ("gpt2", "llama")
+DECODER_POOLINGS = ("last", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  """Architecture of a decoder-only LM (GPT-2 or LLaMA layout).
+
+  Attributes:
+    family: "gpt2" (learned positions, LayerNorm, fused qkv, GELU MLP, tied LM
+      head) or "llama" (rotary positions, RMSNorm, separate q/k/v/o, SwiGLU).
+    num_kv_heads: key/value heads (grouped-query attention); None = num_heads.
+    head_dim: per-head width; None = hidden_size // num_heads.
+    norm_eps: LayerNorm / RMSNorm epsilon.
+    pad_token_id: the tokenizer's pad id (may be None; masks come from the batch).
+    rope_theta: rotary base (LLaMA).
+    tie_word_embeddings: LM head = word embeddingᵀ (GPT-2 always).
+  """
+  family: str
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  max_position_embeddings: int
+  num_kv_heads: int | None = None
+  head_dim: int | None = None
+  norm_eps: float = 1e-5
+  pad_token_id: int | None = None
+  hidden_act: str = "gelu_new"
+  rope_theta: float = 10000.0
+  tie_word_embeddings: bool = True
+  attention_bias: bool = False    # LLaMA q/k/v/o biases
+  mlp_bias: bool = False          # LLaMA gate/up/down biases
+  dropout_rate: float = 0.0
+
+  def __post_init__(self):
+    if self.family not in DECODER_FAMILIES:
+      raise ValueError(f"unknown decoder family {self.family!r} ({', '.join(DECODER_FAMILIES)})")
+    if self.head_dim is None and self.hidden_size % self.num_heads:
+      raise ValueError(
+          f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+    if self.num_heads % self.kv_heads:
+      raise ValueError(f"num_heads {self.num_heads} not divisible by num_kv_heads {self.kv_heads}")
+    if self.hidden_act not in ACTIVATIONS:
+      raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; known: {sorted(ACTIVATIONS)}")
+    if self.family == "gpt2" and (self.kv_heads != self.num_heads
+                                  or self.dim_per_head * self.num_heads != self.hidden_size):
+      raise ValueError("gpt2 has num_kv_heads == num_heads and head_dim == hidden/num_heads")
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def dim_per_head(self) -> int:
+    return self.head_dim or self.hidden_size // self.num_heads
+
+
+ACTIVATIONS = {
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),   # GPT-2 (tanh approximation)
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,                                        # LLaMA (SwiGLU gate)
+}
+
+
+def fold(rng, i):
+  return None if rng is None else jax.random.fold_in(rng, i)
+
+
+def positions_from_mask(mask: jax.Array) -> jax.Array:
+  """(B, L) 0/1 mask -> (B, L) int positions: 0, 1, ... over real tokens, 0 at leading pads."""
+  return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                     dropout_fn=None) -> jax.Array:
+  """Masked causal multi-head attention.
+
+  Args:
+    q: (B, L, N, D) queries; k, v: (B, L, K, D) with N % K == 0 (query head n
+      uses key/value head n // (N / K), as HF ``repeat_kv``).
+    mask: (B, L) 1 real / 0 pad.
+    dropout_fn: optional callable applied to the attention probabilities.
+
+  Returns:
+    (B, L, N·D). Query l attends to keys m <= l that are real tokens; every
+    query also keeps its own position, so a padding query has a well-defined
+    (and strictly causal) output. Masked logits are set to the most negative
+    finite float, so their softmax weight is exactly 0.
+  """
+  b, l, n, d = q.shape
+  rep = n // k.shape[2]
+  if rep > 1:
+    k = jnp.repeat(k, rep, axis=2)
+    v = jnp.repeat(v, rep, axis=2)
+  logits = jnp.einsum("blnd,bmnd->bnlm", q, k) / jnp.sqrt(d).astype(q.dtype)
+  idx = jnp.arange(l)
+  causal = idx[None, :] <= idx[:, None]                      # (L, L): key m <= query l
+  keep = causal[None] & (mask[:, None, :].astype(bool) | (idx[None, :] == idx[:, None])[None])
+  logits = jnp.where(keep[:, None], logits, jnp.finfo(logits.dtype).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  if dropout_fn is not None:
+    probs = dropout_fn(probs)
+  return jnp.einsum("bnlm,bmnd->blnd", probs, v).reshape(b, l, n * d)
+
+
+def pool(hidden: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
+  """(B, L, H) -> (B, H): hidden state of the last real token, or the masked mean."""
+  if pooling == "last":
+    last = jnp.argmax(jnp.arange(hidden.shape[1])[None, :] * mask, axis=1)   # (B,)
+    return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+  if pooling == "mean":
+    m = mask.astype(hidden.dtype)[..., None]
+    return (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+  raise ValueError(f"decoder pooling must be one of {DECODER_POOLINGS}, got {pooling!r} "
+                   "(a causal model's first token sees nothing of the sequence)")

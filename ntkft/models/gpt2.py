@@ -1,0 +1,216 @@
+"""GPT-2 layout decoder-only LM (Radford et al. 2019) with a classification head, in Flax NNX.
+
+Pre-LayerNorm blocks, learned absolute positions, fused q/k/v projection,
+GELU (tanh approximation, HF ``gelu_new``) MLP, final LayerNorm and an LM head
+tied to the word embedding::
+
+  x = wte[ids] + wpe[pos]
+  x = x + attn_out(CausalAttn(c_attn(LN_1(x))))     (per layer)
+  x = x + ffn_out(gelu(ffn_in(LN_2(x))))
+  h = LN_f(x);  lm_logits = h wteᵀ;  logits = head(h[last real token])
+
+Position ids count real tokens (``causal.positions_from_mask``), so left- and
+right-padded batches give the same outputs at real tokens.
+
+Parameter names (HF GPT2Model key in brackets; HF ``Conv1D`` already stores
+weights (d_in, d_out), so kernels are copied without transposing)::
+
+  embeddings/word/embedding (V, H)              [wte.weight]
+  embeddings/position/embedding (P, H)          [wpe.weight]
+  decoder/layer_{i}/attention_norm/{scale,bias}     [h.i.ln_1]
+  decoder/layer_{i}/attention/c_attn/{kernel (H, 3H),bias[,lora_a,lora_b]}  [h.i.attn.c_attn]
+  decoder/layer_{i}/attention/attn_out/...      [h.i.attn.c_proj]
+  decoder/layer_{i}/ffn_norm/{scale,bias}       [h.i.ln_2]
+  decoder/layer_{i}/ffn/ffn_in/...              [h.i.mlp.c_fc]
+  decoder/layer_{i}/ffn/ffn_out/...             [h.i.mlp.c_proj]
+  final_norm/{scale,bias}                       [ln_f]
+  head/{kernel,bias}                            [score.weight (transposed); HF has no bias]
+
+LoRA targets (``ntkft.peft``): c_attn, attn_out, ffn_in, ffn_out.
+"""
+import re
+from typing import Mapping
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ntkft.models import causal
+from ntkft.models.causal import ACTIVATIONS, DecoderConfig, fold
+from ntkft.models.layers import AdapterSpec, Dense, Embed, LayerNorm, dropout
+
+TARGETS = ("c_attn", "attn_out", "ffn_in", "ffn_out")
+
+
+def module_path(layer: int, target: str) -> str:
+  """'decoder/layer_3/attention/c_attn' for (3, 'c_attn')."""
+  group = "ffn" if target.startswith("ffn") else "attention"
+  return f"decoder/layer_{layer}/{group}/{target}"
+
+
+class Attention(nnx.Module):
+
+  def __init__(self, cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
+    h = cfg.hidden_size
+    self.c_attn = Dense(h, 3 * h, rngs=rngs, adapter=adapters.get(f"{prefix}/c_attn"))
+    self.attn_out = Dense(h, h, rngs=rngs, adapter=adapters.get(f"{prefix}/attn_out"))
+    self.num_heads = cfg.num_heads
+    self.dropout_rate = cfg.dropout_rate
+
+  def __call__(self, x, mask, rng=None):
+    """x: (B, L, H); mask: (B, L). Returns (B, L, H)."""
+    b, l, h = x.shape
+    qkv = self.c_attn(x, fold(rng, 0))
+    q, k, v = (t.reshape(b, l, self.num_heads, h // self.num_heads)
+               for t in jnp.split(qkv, 3, axis=-1))
+    ctx = causal.causal_attention(
+        q, k, v, mask, lambda p: dropout(p, self.dropout_rate, fold(rng, 1)))
+    return self.attn_out(ctx, fold(rng, 2))
+
+
+class MLP(nnx.Module):
+
+  def __init__(self, cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
+    self.ffn_in = Dense(cfg.hidden_size, cfg.intermediate_size, rngs=rngs,
+                        adapter=adapters.get(f"{prefix}/ffn_in"))
+    self.ffn_out = Dense(cfg.intermediate_size, cfg.hidden_size, rngs=rngs,
+                         adapter=adapters.get(f"{prefix}/ffn_out"))
+    self.act = cfg.hidden_act
+
+  def __call__(self, x, rng=None):
+    return self.ffn_out(ACTIVATIONS[self.act](self.ffn_in(x, fold(rng, 0))), fold(rng, 1))
+
+
+class Block(nnx.Module):
+  """Pre-LN block: x = x + Attn(LN(x)); x = x + MLP(LN(x))."""
+
+  def __init__(self, cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
+    self.attention_norm = LayerNorm(cfg.hidden_size, cfg.norm_eps)
+    self.attention = Attention(cfg, adapters, f"{prefix}/attention", rngs)
+    self.ffn_norm = LayerNorm(cfg.hidden_size, cfg.norm_eps)
+    self.ffn = MLP(cfg, adapters, f"{prefix}/ffn", rngs)
+    self.dropout_rate = cfg.dropout_rate
+
+  def __call__(self, x, mask, rng=None):
+    a = self.attention(self.attention_norm(x), mask, fold(rng, 0))
+    x = x + dropout(a, self.dropout_rate, fold(rng, 1))
+    f = self.ffn(self.ffn_norm(x), fold(rng, 2))
+    return x + dropout(f, self.dropout_rate, fold(rng, 3))
+
+
+class Embeddings(nnx.Module):
+
+  def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs):
+    self.word = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
+    self.position = Embed(cfg.max_position_embeddings, cfg.hidden_size, rngs=rngs)
+
+
+class Decoder(nnx.Module):
+
+  def __init__(self, cfg: DecoderConfig, adapters, rngs: nnx.Rngs):
+    for i in range(cfg.num_layers):
+      setattr(self, f"layer_{i}", Block(cfg, adapters, f"decoder/layer_{i}", rngs))
+    self.num_layers = cfg.num_layers
+
+  def __call__(self, x, mask, rng=None):
+    for i in range(self.num_layers):
+      x = getattr(self, f"layer_{i}")(x, mask, fold(rng, i))
+    return x
+
+
+class GPT2Classifier(nnx.Module):
+  """GPT-2 + last-token (or mean) pooling + linear head.
+
+  ``__call__(batch, rng) -> (B, num_labels)``; ``hidden_states(batch) -> (B, L, H)``
+  (after the final LayerNorm); ``lm_logits(batch) -> (B, L, V)``.
+  """
+
+  def __init__(self, cfg: DecoderConfig, head, adapters: Mapping[str, AdapterSpec] | None = None,
+               *, rngs: nnx.Rngs):
+    if head.pooling not in causal.DECODER_POOLINGS:
+      raise ValueError(f"decoder pooling must be one of {causal.DECODER_POOLINGS}, got "
+                       f"{head.pooling!r} (a causal model's first token sees nothing else)")
+    adapters = dict(adapters or {})
+    self.embeddings = Embeddings(cfg, rngs)
+    self.decoder = Decoder(cfg, adapters, rngs)
+    self.final_norm = LayerNorm(cfg.hidden_size, cfg.norm_eps)
+    self.head = Dense(cfg.hidden_size, head.num_labels, rngs=rngs, adapter=adapters.get("head"))
+    self.pooling = head.pooling
+    self.dropout_rate = cfg.dropout_rate
+
+  def hidden_states(self, batch, rng=None):
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    pos = causal.positions_from_mask(mask)
+    x = self.embeddings.word(ids) + self.embeddings.position(pos)
+    x = dropout(x, self.dropout_rate, fold(rng, 0))
+    return self.final_norm(self.decoder(x, mask, fold(rng, 1)))
+
+  def lm_logits(self, batch, rng=None):
+    return self.hidden_states(batch, rng) @ self.embeddings.word.embedding[...].T
+
+  def __call__(self, batch, rng=None):
+    pooled = causal.pool(self.hidden_states(batch, rng), batch["attention_mask"], self.pooling)
+    return self.head(dropout(pooled, self.dropout_rate, fold(rng, 2)), fold(rng, 3))
+
+
+# ----------------------------------------------------------------------------- HF conversion
+
+_LAYER_RULES = {
+    "ln_1": "attention_norm", "attn.c_attn": "attention/c_attn",
+    "attn.c_proj": "attention/attn_out", "ln_2": "ffn_norm",
+    "mlp.c_fc": "ffn/ffn_in", "mlp.c_proj": "ffn/ffn_out",
+}
+_IGNORED = re.compile(r"^(h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight)$")
+
+
+def convert_hf_tensors(tensors: Mapping[str, np.ndarray], load_head: bool = True):
+  """HF GPT-2 tensors (``transformer.``-prefixed or bare) -> ({ntkft name: array}, [unexpected]).
+
+  Conv1D weights are already (d_in, d_out); the classifier's ``score.weight``
+  (nn.Linear, (C, H)) is transposed. The tied ``lm_head.weight`` and the causal-
+  mask buffers ``attn.bias``/``attn.masked_bias`` are skipped.
+  """
+  out, unexpected = {}, []
+  for key, value in tensors.items():
+    bare = key[len("transformer."):] if key.startswith("transformer.") else key
+    if _IGNORED.match(bare):
+      continue
+    if bare == "score.weight":
+      if load_head:
+        out["head/kernel"] = value.T
+      continue
+    name = None
+    if bare == "wte.weight":
+      name = "embeddings/word/embedding"
+    elif bare == "wpe.weight":
+      name = "embeddings/position/embedding"
+    else:
+      m = re.match(r"^(?:h\.(\d+)\.(.+)|(ln_f))\.(weight|bias)$", bare)
+      if m:
+        leaf = m.group(4)
+        path = "final_norm" if m.group(3) else (
+            f"decoder/layer_{m.group(1)}/{_LAYER_RULES[m.group(2)]}"
+            if m.group(2) in _LAYER_RULES else None)
+        if path is not None:
+          is_norm = path.endswith("norm")
+          name = f"{path}/{('scale' if is_norm else 'kernel') if leaf == 'weight' else 'bias'}"
+    if name is None:
+      unexpected.append(key)
+    else:
+      out[name] = value
+  return {k: np.asarray(v, np.float32) for k, v in out.items()}, unexpected
+
+
+def config_from_hf(hf: dict, dropout_rate: float = 0.0) -> DecoderConfig:
+  """DecoderConfig from a GPT-2 config.json dict."""
+  for field, ok in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                    ("add_cross_attention", False)):
+    if hf.get(field, ok) != ok:
+      raise ValueError(f"gpt2 config: {field}={hf[field]!r} is not supported (only {ok})")
+  h = hf["n_embd"]
+  return DecoderConfig(
+      family="gpt2", vocab_size=hf["vocab_size"], hidden_size=h, num_layers=hf["n_layer"],
+      num_heads=hf["n_head"], intermediate_size=hf.get("n_inner") or 4 * h,
+      max_position_embeddings=hf["n_positions"], norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+      pad_token_id=hf.get("pad_token_id"), hidden_act=hf.get("activation_function", "gelu_new"),
+      tie_word_embeddings=True, dropout_rate=dropout_rate)
