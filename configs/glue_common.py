@@ -5,6 +5,7 @@ Config arguments (after the file name, comma-separated): ``task=<name>``,
 max_len 64, batch 16, 16 steps).
 """
 import ml_collections
+from ml_collections import config_dict
 
 from ntkft import config_lib
 
@@ -36,6 +37,15 @@ def get_config(arg=None, mode="linearized"):
   c.train = dict(steps=250, log_every=10, eval_every=0, ckpt_every=50, ckpt_keep=2,
                  progress=True)
   c.mesh = (("data", -1),)        # device mesh axes; -1 takes the remaining devices
+  #   CLI: --config.mesh="(('data', 8),)"  (batch sizes must divide by the data size)
+  c.fsdp = False                  # split big matrices (not LoRA) along 'data' (ntkft.train.mesh)
+  c.distributed = dict(           # multi-process jax.distributed (ntkft.train.distributed)
+      enabled=False,              # True: auto-detect the cluster (TPU pod, SLURM, ...)
+      # "host:port" (or env JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)
+      coordinator_address=config_dict.placeholder(str),
+      num_processes=config_dict.placeholder(int),
+      process_id=config_dict.placeholder(int),
+      cpu_collectives="gloo")     # CPU cross-process collectives (tests, CPU clusters)
 
   if arg.runlocal:
     c.data.n_train = 128

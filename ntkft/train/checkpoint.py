@@ -24,16 +24,23 @@ def manager(workdir: str | pathlib.Path, every_steps: int, keep: int) -> ocp.Che
   return ocp.CheckpointManager(directory, options=options)
 
 
-def restore_latest(mngr: ocp.CheckpointManager, target):
+def restore_latest(mngr: ocp.CheckpointManager, target, shardings=None):
   """(state, step) from the latest checkpoint, or (target, None) when there is none.
 
   ``target`` is a freshly initialized state with the same structure; its shapes,
-  dtypes and shardings describe what to restore.
+  dtypes and shardings describe what to restore. ``shardings`` (a matching
+  pytree of ``jax.sharding.Sharding``) overrides the target's: the arrays are
+  read straight into that layout, so a checkpoint written on one mesh (e.g. 8
+  devices) restores on another (e.g. 1 device).
   """
   step = mngr.latest_step()
   if step is None:
     return target, None
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  if shardings is None:
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  else:
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target, shardings)
   try:
     state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   except Exception as e:  # orbax raises many types for unreadable/mismatched files

@@ -9,6 +9,15 @@ explicit arguments. Writes into ``workdir``::
   ckpt/<step>/     orbax checkpoints of the whole TrainState
   summary.json     task, mode, steps, train_loss, dev_metric, param_distance, ...
 
+Sharding (``ntkft.train.mesh``): the state is placed on the ``config.mesh`` device
+mesh by name rules (replicated, or FSDP-split with ``config.fsdp``) and every
+batch is split along ``"data"``; the jitted step has explicit in/out shardings
+and donates the state. One device is the same code path with a 1-device mesh.
+Checkpoints restore into the current mesh's shardings, whatever mesh wrote them.
+With several processes (``ntkft.train.distributed``) each feeds its rows of the
+same global batch, all take part in checkpointing, and only process 0 writes
+logs and the summary.
+
 Re-running the same command in the same workdir resumes from the last
 checkpoint; data order is a pure function of (seed, step), so a resumed run ends
 bit-identical to an uninterrupted one.
@@ -27,7 +36,8 @@ import tqdm
 from ntkft import data, ntk, peft
 from ntkft.evals import metrics as metrics_lib
 from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
-from ntkft.train import checkpoint, losses, optim, step as step_lib
+from ntkft.train import checkpoint, distributed, losses, optim, step as step_lib
+from ntkft.train import mesh as mesh_lib
 from ntkft.train.state import TrainState
 
 
@@ -47,12 +57,15 @@ def _load_data(config, task, tokenizer):
   return data.encode(tokenizer, train, d.max_len), data.encode(tokenizer, dev, d.max_len)
 
 
-def evaluate(eval_fn, state, batches, labels, task, is_regression):
-  """Metrics of the model in ``state`` over ``batches`` (every example once)."""
+def evaluate(eval_fn, state, batches, labels, task, is_regression, put_batch=lambda b: b):
+  """Metrics of the model in ``state`` over ``batches`` (every example once).
+
+  ``put_batch`` turns a host batch into the (sharded) arrays ``eval_fn`` takes.
+  """
   preds = np.zeros(len(labels), dtype=np.float32 if is_regression else np.int64)
   loss_sum = 0.0
   for batch in batches:
-    out, loss = eval_fn(state, batch)
+    out, loss = eval_fn(state, put_batch(batch))
     keep = batch["weights"] > 0
     preds[batch["index"][keep]] = np.asarray(losses.predictions(out, is_regression))[keep]
     loss_sum += float(loss) * keep.sum()
@@ -77,12 +90,18 @@ def _truncate_jsonl(path, last_step):
 def run(config, workdir: str) -> dict:
   """Trains as configured; returns (and writes) the summary dict."""
   t_start = time.time()
+  distributed.initialize(config.get("distributed"))
+  lead = jax.process_index() == 0  # only process 0 writes logs and the summary
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  if lead:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   task = data.get_task(config.task)
   if config.mode not in step_lib.MODES:  # fail before loading anything
     raise ValueError(f"unknown mode {config.mode!r}; choose from {step_lib.MODES}")
+  mesh = mesh_lib.make_mesh(config.get("mesh", (("data", -1),)))
+  mesh_lib.check_batch_size(config.data.batch_size, mesh, "data.batch_size")
+  mesh_lib.check_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
 
   # Model and parameter subset.
   spec = peft.PeftSpec.from_config(config.peft)
@@ -120,32 +139,44 @@ def run(config, workdir: str) -> dict:
                      opt_state=tx.init(trainable), rng=jax.random.PRNGKey(config.seed))
   outputs_fn = step_lib.model_fn(config.mode, model.apply_fn)
   loss_fn = losses.loss_fn(config.loss, task.num_labels, task.is_regression)
+  # Place the state by the sharding rules (fresh and restored states then have
+  # the same shardings, so a resumed run compiles the same program).
+  state_shardings = mesh_lib.tree_shardings(state, mesh, fsdp=config.get("fsdp", False))
+  state = mesh_lib.put(state, state_shardings)
+  rep, batch_shd = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+  print(f"mesh {dict(mesh.shape)} over {jax.device_count()} devices, "
+        f"{jax.process_count()} process(es); fsdp={config.get('fsdp', False)}")
   train_step = jax.jit(functools.partial(
       step_lib.train_step, outputs_fn=outputs_fn, loss_fn=loss_fn, tx=tx, lam=config.lam,
       pull_form=config.pull.form, selective=config.pull.selective, block_of=layer_block),
+      in_shardings=(state_shardings, batch_shd), out_shardings=(state_shardings, rep),
       donate_argnums=0)
 
-  @jax.jit
-  def eval_fn(state, batch):
+  def eval_outputs(state, batch):
     out = step_lib.eval_outputs(state, batch, outputs_fn=outputs_fn)
     return out, loss_fn(out, batch)
+  # Outputs replicated: every process reads all predictions.
+  eval_fn = jax.jit(eval_outputs, in_shardings=(state_shardings, batch_shd),
+                    out_shardings=(rep, rep))
+  put_batch = functools.partial(mesh_lib.global_batch, sharding=batch_shd)
 
   # Resume.
   mngr = checkpoint.manager(workdir, config.train.ckpt_every, config.train.ckpt_keep)
-  # Commit the fresh state to a device as restored arrays are: otherwise a resumed
-  # run compiles a (sharding-annotated) different program than a fresh one.
-  state = jax.device_put(state, jax.devices()[0])
-  state, restored = checkpoint.restore_latest(mngr, state)
+  state, restored = checkpoint.restore_latest(mngr, state, state_shardings)
   start = int(state.step)
   log_path = workdir / "metrics.jsonl"
-  if restored is None:
-    log_path.unlink(missing_ok=True)
-  else:
-    _truncate_jsonl(log_path, start)
+  if restored is not None:
     print(f"resumed from checkpoint at step {start}")
-  writer = _tb_writer(workdir)
+  if lead:
+    if restored is None:
+      log_path.unlink(missing_ok=True)
+    else:
+      _truncate_jsonl(log_path, start)
+  writer = _tb_writer(workdir) if lead else None
 
   def log(step, split, values):
+    if not lead:
+      return
     _append_jsonl(log_path, {"step": step, "split": split, **values})
     if writer is not None:
       for k, v in values.items():
@@ -154,9 +185,9 @@ def run(config, workdir: str) -> dict:
   # Train.
   window = []
   bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc=config.mode,
-                  dynamic_ncols=True, disable=not config.train.progress)
+                  dynamic_ncols=True, disable=not (config.train.progress and lead))
   for s in bar:
-    state, m = train_step(state, stream.batch(s))
+    state, m = train_step(state, put_batch(stream.batch(s)))
     loss = float(m["loss"])
     if s == start:
       t_first = time.time()
@@ -177,14 +208,15 @@ def run(config, workdir: str) -> dict:
       window = []
     if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
       log(done, d.eval_split, evaluate(eval_fn, state, dev_batches, dev_enc.labels, task,
-                                       task.is_regression))
+                                       task.is_regression, put_batch))
     checkpoint.save(mngr, done, state, force=(done == total))
   mngr.wait_until_finished()
 
   # Final evaluation and summary.
-  dev = evaluate(eval_fn, state, dev_batches, dev_enc.labels, task, task.is_regression)
+  dev = evaluate(eval_fn, state, dev_batches, dev_enc.labels, task, task.is_regression,
+                 put_batch)
   train_eval = evaluate(eval_fn, state, train_eval_batches, train_enc.labels, task,
-                        task.is_regression)
+                        task.is_regression, put_batch)
   log(total, d.eval_split, dev)
   log(total, "train_eval", train_eval)
   delta = jax.tree.map(jnp.subtract, state.trainable, state.trainable0)
@@ -196,7 +228,8 @@ def run(config, workdir: str) -> dict:
       "num_trainable": peft.count(state.trainable), "n_train": len(train_enc),
       "n_eval": len(dev_enc), "wall_seconds": time.time() - t_start,
   }
-  (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  if lead:
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   if writer is not None:
     writer.close()
   print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=2))

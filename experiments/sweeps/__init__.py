@@ -1,0 +1,1 @@
+"""Sweep definitions for ``python -m ntkft.sweep`` (each file: ``get_sweep()``)."""
