@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ntkft.models.layers import AdapterSpec, Dense, Embed, LayerNorm, dropout
+from ntkft.models.layers import (ACTIVATIONS, AdapterSpec, Dense, Embed, FeedForward,
+                                 LayerNorm, dropout, fold)
 
 PROJECTIONS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 POOLINGS = ("cls", "mean", "last")
@@ -57,8 +58,8 @@ class EncoderConfig:
       raise ValueError(f"unknown encoder family {self.family!r} (bert, roberta)")
     if self.hidden_size % self.num_heads:
       raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
-    if self.hidden_act not in _ACTIVATIONS:
-      raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; known: {sorted(_ACTIVATIONS)}")
+    if self.hidden_act not in ACTIVATIONS:
+      raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; known: {sorted(ACTIVATIONS)}")
 
   @property
   def position_offset(self) -> int:
@@ -86,17 +87,6 @@ class HeadConfig:
       raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
 
 
-_ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
-
-
-def _fold(rng, i):
-  return None if rng is None else jax.random.fold_in(rng, i)
-
-
 class Attention(nnx.Module):
 
   def __init__(self, cfg: EncoderConfig, adapters: Mapping[str, AdapterSpec], prefix: str,
@@ -112,28 +102,15 @@ class Attention(nnx.Module):
     b, l, h = x.shape
     nh = self.num_heads
     split = lambda t: t.reshape(b, l, nh, h // nh)
-    q = split(self.query(x, _fold(rng, 0)))
-    k = split(self.key(x, _fold(rng, 1)))
-    v = split(self.value(x, _fold(rng, 2)))
+    q = split(self.query(x, fold(rng, 0)))
+    k = split(self.key(x, fold(rng, 1)))
+    v = split(self.value(x, fold(rng, 2)))
     logits = jnp.einsum("blnd,bmnd->bnlm", q, k) / jnp.sqrt(h // nh).astype(x.dtype)
     keep = mask[:, None, None, :].astype(bool)
     logits = jnp.where(keep, logits, jnp.finfo(logits.dtype).min)
-    probs = dropout(jax.nn.softmax(logits, axis=-1), self.dropout_rate, _fold(rng, 3))
+    probs = dropout(jax.nn.softmax(logits, axis=-1), self.dropout_rate, fold(rng, 3))
     ctx = jnp.einsum("bnlm,bmnd->blnd", probs, v).reshape(b, l, h)
-    return self.attn_out(ctx, _fold(rng, 4))
-
-
-class FeedForward(nnx.Module):
-
-  def __init__(self, cfg: EncoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
-    self.ffn_in = Dense(cfg.hidden_size, cfg.intermediate_size, rngs=rngs,
-                        adapter=adapters.get(f"{prefix}/ffn_in"))
-    self.ffn_out = Dense(cfg.intermediate_size, cfg.hidden_size, rngs=rngs,
-                         adapter=adapters.get(f"{prefix}/ffn_out"))
-    self.act = cfg.hidden_act
-
-  def __call__(self, x, rng=None):
-    return self.ffn_out(_ACTIVATIONS[self.act](self.ffn_in(x, _fold(rng, 0))), _fold(rng, 1))
+    return self.attn_out(ctx, fold(rng, 4))
 
 
 class Layer(nnx.Module):
@@ -142,14 +119,15 @@ class Layer(nnx.Module):
   def __init__(self, cfg: EncoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
     self.attention = Attention(cfg, adapters, f"{prefix}/attention", rngs)
     self.attention_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
-    self.ffn = FeedForward(cfg, adapters, f"{prefix}/ffn", rngs)
+    self.ffn = FeedForward(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, adapters,
+                           f"{prefix}/ffn", rngs)
     self.ffn_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
     self.dropout_rate = cfg.dropout_rate
 
   def __call__(self, x, mask, rng=None):
-    a = dropout(self.attention(x, mask, _fold(rng, 0)), self.dropout_rate, _fold(rng, 1))
+    a = dropout(self.attention(x, mask, fold(rng, 0)), self.dropout_rate, fold(rng, 1))
     x = self.attention_norm(x + a)
-    f = dropout(self.ffn(x, _fold(rng, 2)), self.dropout_rate, _fold(rng, 3))
+    f = dropout(self.ffn(x, fold(rng, 2)), self.dropout_rate, fold(rng, 3))
     return self.ffn_norm(x + f)
 
 
@@ -183,7 +161,7 @@ class Encoder(nnx.Module):
 
   def __call__(self, x, mask, rng=None):
     for i in range(self.num_layers):
-      x = getattr(self, f"layer_{i}")(x, mask, _fold(rng, i))
+      x = getattr(self, f"layer_{i}")(x, mask, fold(rng, i))
     return x
 
 
@@ -219,8 +197,8 @@ class SequenceClassifier(nnx.Module):
     types = batch.get("token_type_ids")
     if types is None or self.type_vocab_size == 1:
       types = jnp.zeros_like(ids)
-    x = self.embeddings(ids, types, _fold(rng, 0))
-    return self.encoder(x, mask, _fold(rng, 1))
+    x = self.embeddings(ids, types, fold(rng, 0))
+    return self.encoder(x, mask, fold(rng, 1))
 
   def pool(self, hidden, mask):
     """(B, L, H) -> (B, H): tanh-pooler on the first token, or masked mean."""
@@ -235,5 +213,5 @@ class SequenceClassifier(nnx.Module):
   def __call__(self, batch, rng=None):
     hidden = self.hidden_states(batch, rng)
     pooled = dropout(self.pool(hidden, batch["attention_mask"]), self.dropout_rate,
-                     _fold(rng, 2))
-    return self.head(pooled, _fold(rng, 3))
+                     fold(rng, 2))
+    return self.head(pooled, fold(rng, 3))

@@ -21,6 +21,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from ntkft.models.layers import ACTIVATIONS, fold  # noqa: F401  (re-exported)
+
 DECODER_FAMILIES = ("gpt2", "llama")
 DECODER_POOLINGS = ("last", "mean")
 
@@ -79,18 +81,6 @@ class DecoderConfig:
   def dim_per_head(self) -> int:
     return self.head_dim or self.hidden_size // self.num_heads
 
-
-ACTIVATIONS = {
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),   # GPT-2 (tanh approximation)
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,                                        # LLaMA (SwiGLU gate)
-}
-
-
-def fold(rng, i):
-  return None if rng is None else jax.random.fold_in(rng, i)
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:

@@ -36,8 +36,8 @@ import numpy as np
 from flax import nnx
 
 from ntkft.models import causal
-from ntkft.models.causal import ACTIVATIONS, DecoderConfig, fold
-from ntkft.models.layers import AdapterSpec, Dense, Embed, LayerNorm, dropout
+from ntkft.models.causal import DecoderConfig, fold
+from ntkft.models.layers import AdapterSpec, Dense, Embed, FeedForward, LayerNorm, dropout
 
 TARGETS = ("c_attn", "attn_out", "ffn_in", "ffn_out")
 
@@ -68,27 +68,15 @@ class Attention(nnx.Module):
     return self.attn_out(ctx, fold(rng, 2))
 
 
-class MLP(nnx.Module):
-
-  def __init__(self, cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
-    self.ffn_in = Dense(cfg.hidden_size, cfg.intermediate_size, rngs=rngs,
-                        adapter=adapters.get(f"{prefix}/ffn_in"))
-    self.ffn_out = Dense(cfg.intermediate_size, cfg.hidden_size, rngs=rngs,
-                         adapter=adapters.get(f"{prefix}/ffn_out"))
-    self.act = cfg.hidden_act
-
-  def __call__(self, x, rng=None):
-    return self.ffn_out(ACTIVATIONS[self.act](self.ffn_in(x, fold(rng, 0))), fold(rng, 1))
-
-
 class Block(nnx.Module):
-  """Pre-LN block: x = x + Attn(LN(x)); x = x + MLP(LN(x))."""
+  """Pre-LN block: x = x + Attn(LN(x)); x = x + FFN(LN(x))."""
 
   def __init__(self, cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
     self.attention_norm = LayerNorm(cfg.hidden_size, cfg.norm_eps)
     self.attention = Attention(cfg, adapters, f"{prefix}/attention", rngs)
     self.ffn_norm = LayerNorm(cfg.hidden_size, cfg.norm_eps)
-    self.ffn = MLP(cfg, adapters, f"{prefix}/ffn", rngs)
+    self.ffn = FeedForward(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, adapters,
+                           f"{prefix}/ffn", rngs)
     self.dropout_rate = cfg.dropout_rate
 
   def __call__(self, x, mask, rng=None):

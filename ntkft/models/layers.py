@@ -125,3 +125,32 @@ class Embed(nnx.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     return jnp.take(self.embedding[...], ids, axis=0)
+
+
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),       # BERT/RoBERTa (exact erf)
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),    # GPT-2 (tanh approximation)
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,                                        # LLaMA (SwiGLU gate)
+}
+
+
+def fold(rng: jax.Array | None, i: int) -> jax.Array | None:
+  """Per-site dropout key ``fold_in(rng, i)``; None stays None (deterministic)."""
+  return None if rng is None else jax.random.fold_in(rng, i)
+
+
+class FeedForward(nnx.Module):
+  """``ffn_out(act(ffn_in(x)))``: the MLP of BERT and GPT-2 blocks, LoRA-capable."""
+
+  def __init__(self, d_model: int, d_ff: int, act: str, adapters, prefix: str,
+               rngs: nnx.Rngs):
+    if act not in ACTIVATIONS:
+      raise ValueError(f"unsupported activation {act!r}; known: {sorted(ACTIVATIONS)}")
+    self.ffn_in = Dense(d_model, d_ff, rngs=rngs, adapter=adapters.get(f"{prefix}/ffn_in"))
+    self.ffn_out = Dense(d_ff, d_model, rngs=rngs, adapter=adapters.get(f"{prefix}/ffn_out"))
+    self.act = act
+
+  def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    return self.ffn_out(ACTIVATIONS[self.act](self.ffn_in(x, fold(rng, 0))), fold(rng, 1))
