@@ -27,6 +27,13 @@ DECODER_FAMILIES = ("gpt2", "llama")
 DECODER_POOLINGS = ("last", "mean")
 
 
+def check_pooling(pooling: str) -> None:
+  """Decoders pool the last real token or the mean, never the first (it sees nothing else)."""
+  if pooling not in DECODER_POOLINGS:
+    raise ValueError(f"decoder pooling must be one of {DECODER_POOLINGS}, got "
+                     f"{pooling!r} (a causal model's first token sees nothing else)")
+
+
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
   """Architecture of a decoder-only LM (GPT-2 or LLaMA layout).

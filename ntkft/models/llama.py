@@ -143,9 +143,7 @@ class LlamaClassifier(nnx.Module):
 
   def __init__(self, cfg: DecoderConfig, head, adapters: Mapping[str, AdapterSpec] | None = None,
                *, rngs: nnx.Rngs):
-    if head.pooling not in causal.DECODER_POOLINGS:
-      raise ValueError(f"decoder pooling must be one of {causal.DECODER_POOLINGS}, got "
-                       f"{head.pooling!r} (a causal model's first token sees nothing else)")
+    causal.check_pooling(head.pooling)
     adapters = dict(adapters or {})
     self.embeddings = Embeddings(cfg, rngs)
     self.decoder = Decoder(cfg, adapters, rngs)
