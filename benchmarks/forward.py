@@ -10,7 +10,6 @@ matmul peak on the same machine, in the same run.
 import argparse
 import pathlib
 import sys
-import time
 
 import jax
 
@@ -21,19 +20,13 @@ from ntkft import data  # noqa: E402
 from ntkft.models import HeadConfig, load_pretrained  # noqa: E402
 
 
-def timed_pass(fwd, params, batches, repeats):
-  """Best-of-repeats wall time of one pass over all batches, and its FLOPs."""
-  for b in batches:  # compile every bucket shape
-    jax.block_until_ready(fwd(params, b))
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
+def full_pass(fwd, params, batches):
+  """A callable running one forward pass over all batches (blocked on)."""
+  def run():
     for b in batches:
       out = fwd(params, b)
     jax.block_until_ready(out)
-    best = min(best, time.perf_counter() - t)
-  total_flops = sum(common.flops(fwd, params, b) for b in batches)
-  return best, total_flops
+  return run
 
 
 def main():
@@ -52,9 +45,15 @@ def main():
   make = lambda buckets: [{k: b[k] for k in batch_keys} for b in data.eval_batches(
       encoded, args.batch_size, buckets, 128)]
 
-  t_bucket, f_bucket = timed_pass(fwd, model.params, make((32, 64, 128)), args.repeats)
-  t_flat, _ = timed_pass(fwd, model.params, make(None), args.repeats)
-  peak = common.matmul_peak_gflops()
+  bucketed, flat = make((32, 64, 128)), make(None)
+  peak_run, peak_flops = common.matmul_peak_timer()
+  # Round-robin timing: the passes and the peak see the same machine load.
+  best = common.interleaved_best({"bucketed": full_pass(fwd, model.params, bucketed),
+                                  "flat": full_pass(fwd, model.params, flat),
+                                  "peak": peak_run}, rounds=args.repeats)
+  t_bucket, t_flat = best["bucketed"], best["flat"]
+  f_bucket = sum(common.flops(fwd, model.params, b) for b in bucketed)
+  peak = peak_flops / best["peak"] / 1e9
   gflops = f_bucket / t_bucket / 1e9
   common.emit({
       "examples_per_s": len(encoded) / t_bucket,
