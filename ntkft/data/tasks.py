@@ -137,6 +137,25 @@ def _glue(
   )
 
 
+def _binary_reviews(name: str, dir_name: str) -> TaskSpec:
+  """Sentiment reviews as JSON lines (``text``, ``label`` 0/1), no header."""
+  return TaskSpec(
+      name=name,
+      source=name,
+      dir_name=dir_name,
+      split_files=_JSONL_FILES,
+      text_columns=("text",),
+      label_column="label",
+      label_names=("negative", "positive"),
+      raw_labels=("0", "1"),
+      num_labels=2,
+      is_regression=False,
+      metrics=("accuracy",),
+      primary_metric="accuracy",
+      has_header=False,
+  )
+
+
 TASKS: dict[str, TaskSpec] = {
     # CoLA train/dev: no header; columns: source, label, author mark, sentence.
     "cola": _glue(
@@ -218,37 +237,9 @@ TASKS: dict[str, TaskSpec] = {
         ("not_entailment", "entailment"),
         raw_labels=("0", "1"),
     ),
-    "imdb": TaskSpec(
-        name="imdb",
-        source="imdb",
-        dir_name="imdb",
-        split_files=_JSONL_FILES,
-        text_columns=("text",),
-        label_column="label",
-        label_names=("negative", "positive"),
-        raw_labels=("0", "1"),
-        num_labels=2,
-        is_regression=False,
-        metrics=("accuracy",),
-        primary_metric="accuracy",
-        has_header=False,
-    ),
+    "imdb": _binary_reviews("imdb", "imdb"),
     # Yelp Review Full binarised as label = stars > 3 (stars 1-3 -> 0).
-    "yelp": TaskSpec(
-        name="yelp",
-        source="yelp",
-        dir_name="yelp_full",
-        split_files=_JSONL_FILES,
-        text_columns=("text",),
-        label_column="label",
-        label_names=("negative", "positive"),
-        raw_labels=("0", "1"),
-        num_labels=2,
-        is_regression=False,
-        metrics=("accuracy",),
-        primary_metric="accuracy",
-        has_header=False,
-    ),
+    "yelp": _binary_reviews("yelp", "yelp_full"),
 }
 
 _ALIASES = {"yelpfull": "yelp", "imdbreviews": "imdb"}

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ntkft.models.layers import (ACTIVATIONS, AdapterSpec, Dense, Embed, FeedForward,
-                                 LayerNorm, dropout, fold)
+                                 LayerNorm, LayerStack, dropout, fold)
 
 PROJECTIONS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 POOLINGS = ("cls", "mean", "last")
@@ -152,19 +152,6 @@ class Embeddings(nnx.Module):
     return dropout(self.layer_norm(x), self.dropout_rate, rng)
 
 
-class Encoder(nnx.Module):
-
-  def __init__(self, cfg: EncoderConfig, adapters, rngs: nnx.Rngs):
-    for i in range(cfg.num_layers):
-      setattr(self, f"layer_{i}", Layer(cfg, adapters, f"encoder/layer_{i}", rngs))
-    self.num_layers = cfg.num_layers
-
-  def __call__(self, x, mask, rng=None):
-    for i in range(self.num_layers):
-      x = getattr(self, f"layer_{i}")(x, mask, fold(rng, i))
-    return x
-
-
 class Pooler(nnx.Module):
 
   def __init__(self, hidden: int, rngs: nnx.Rngs):
@@ -181,7 +168,8 @@ class SequenceClassifier(nnx.Module):
                adapters: Mapping[str, AdapterSpec] | None = None, *, rngs: nnx.Rngs):
     adapters = dict(adapters or {})
     self.embeddings = Embeddings(cfg, rngs)
-    self.encoder = Encoder(cfg, adapters, rngs)
+    self.encoder = LayerStack(
+        lambda i: Layer(cfg, adapters, f"encoder/layer_{i}", rngs), cfg.num_layers)
     if head.pooling == "cls":
       self.pooler = Pooler(cfg.hidden_size, rngs)
     self.head = Dense(cfg.hidden_size, head.num_labels, rngs=rngs,
@@ -198,7 +186,7 @@ class SequenceClassifier(nnx.Module):
     if types is None or self.type_vocab_size == 1:
       types = jnp.zeros_like(ids)
     x = self.embeddings(ids, types, fold(rng, 0))
-    return self.encoder(x, mask, fold(rng, 1))
+    return self.encoder(x, mask, rng=fold(rng, 1))
 
   def pool(self, hidden, mask):
     """(B, L, H) -> (B, H): tanh-pooler on the first token, or masked mean."""

@@ -37,7 +37,8 @@ from flax import nnx
 
 from ntkft.models import causal
 from ntkft.models.causal import DecoderConfig, fold
-from ntkft.models.layers import AdapterSpec, Dense, Embed, FeedForward, LayerNorm, dropout
+from ntkft.models.layers import (AdapterSpec, Dense, Embed, FeedForward, LayerNorm, LayerStack,
+                                 PreNormBlock, dropout)
 
 TARGETS = ("c_attn", "attn_out", "ffn_in", "ffn_out")
 
@@ -68,22 +69,15 @@ class Attention(nnx.Module):
     return self.attn_out(ctx, fold(rng, 2))
 
 
-class Block(nnx.Module):
+def block(cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs) -> PreNormBlock:
   """Pre-LN block: x = x + Attn(LN(x)); x = x + FFN(LN(x))."""
-
-  def __init__(self, cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
-    self.attention_norm = LayerNorm(cfg.hidden_size, cfg.norm_eps)
-    self.attention = Attention(cfg, adapters, f"{prefix}/attention", rngs)
-    self.ffn_norm = LayerNorm(cfg.hidden_size, cfg.norm_eps)
-    self.ffn = FeedForward(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, adapters,
-                           f"{prefix}/ffn", rngs)
-    self.dropout_rate = cfg.dropout_rate
-
-  def __call__(self, x, mask, rng=None):
-    a = self.attention(self.attention_norm(x), mask, fold(rng, 0))
-    x = x + dropout(a, self.dropout_rate, fold(rng, 1))
-    f = self.ffn(self.ffn_norm(x), fold(rng, 2))
-    return x + dropout(f, self.dropout_rate, fold(rng, 3))
+  return PreNormBlock(
+      LayerNorm(cfg.hidden_size, cfg.norm_eps),
+      Attention(cfg, adapters, f"{prefix}/attention", rngs),
+      LayerNorm(cfg.hidden_size, cfg.norm_eps),
+      FeedForward(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, adapters,
+                  f"{prefix}/ffn", rngs),
+      cfg.dropout_rate)
 
 
 class Embeddings(nnx.Module):
@@ -91,19 +85,6 @@ class Embeddings(nnx.Module):
   def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs):
     self.word = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
     self.position = Embed(cfg.max_position_embeddings, cfg.hidden_size, rngs=rngs)
-
-
-class Decoder(nnx.Module):
-
-  def __init__(self, cfg: DecoderConfig, adapters, rngs: nnx.Rngs):
-    for i in range(cfg.num_layers):
-      setattr(self, f"layer_{i}", Block(cfg, adapters, f"decoder/layer_{i}", rngs))
-    self.num_layers = cfg.num_layers
-
-  def __call__(self, x, mask, rng=None):
-    for i in range(self.num_layers):
-      x = getattr(self, f"layer_{i}")(x, mask, fold(rng, i))
-    return x
 
 
 class GPT2Classifier(nnx.Module):
@@ -118,7 +99,8 @@ class GPT2Classifier(nnx.Module):
     causal.check_pooling(head.pooling)
     adapters = dict(adapters or {})
     self.embeddings = Embeddings(cfg, rngs)
-    self.decoder = Decoder(cfg, adapters, rngs)
+    self.decoder = LayerStack(
+        lambda i: block(cfg, adapters, f"decoder/layer_{i}", rngs), cfg.num_layers)
     self.final_norm = LayerNorm(cfg.hidden_size, cfg.norm_eps)
     self.head = Dense(cfg.hidden_size, head.num_labels, rngs=rngs, adapter=adapters.get("head"))
     self.pooling = head.pooling
@@ -129,7 +111,7 @@ class GPT2Classifier(nnx.Module):
     pos = causal.positions_from_mask(mask)
     x = self.embeddings.word(ids) + self.embeddings.position(pos)
     x = dropout(x, self.dropout_rate, fold(rng, 0))
-    return self.final_norm(self.decoder(x, mask, fold(rng, 1)))
+    return self.final_norm(self.decoder(x, mask, rng=fold(rng, 1)))
 
   def lm_logits(self, batch, rng=None):
     return self.hidden_states(batch, rng) @ self.embeddings.word.embedding[...].T

@@ -13,6 +13,7 @@ The adapter follows Hu et al. 2021 (LoRA):
   active at θ0 (at the price of f(θ0) differing from the pretrained model).
 """
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -139,6 +140,47 @@ ACTIVATIONS = {
 def fold(rng: jax.Array | None, i: int) -> jax.Array | None:
   """Per-site dropout key ``fold_in(rng, i)``; None stays None (deterministic)."""
   return None if rng is None else jax.random.fold_in(rng, i)
+
+
+class LayerStack(nnx.Module):
+  """``layer_0 .. layer_{n-1}`` applied in order: ``x = layer_i(x, *args, rng=fold(rng, i))``.
+
+  The encoder of BERT and the decoders of GPT-2 and LLaMA; ``make_layer(i)``
+  builds layer i (its params live under ``layer_{i}/``).
+  """
+
+  def __init__(self, make_layer: Callable[[int], nnx.Module], num_layers: int):
+    for i in range(num_layers):
+      setattr(self, f"layer_{i}", make_layer(i))
+    self.num_layers = num_layers
+
+  def __call__(self, x: jax.Array, *args, rng: jax.Array | None = None) -> jax.Array:
+    for i in range(self.num_layers):
+      x = getattr(self, f"layer_{i}")(x, *args, rng=fold(rng, i))
+    return x
+
+
+class PreNormBlock(nnx.Module):
+  """Pre-norm residual block (GPT-2, LLaMA): x += Attn(N(x)); x += FFN(N(x)).
+
+  ``attention(x, mask, *attention_args, rng)`` and ``ffn(x, rng)``; the norms
+  are LayerNorm (GPT-2) or RMSNorm (LLaMA).
+  """
+
+  def __init__(self, attention_norm: nnx.Module, attention: nnx.Module,
+               ffn_norm: nnx.Module, ffn: nnx.Module, dropout_rate: float):
+    self.attention_norm = attention_norm
+    self.attention = attention
+    self.ffn_norm = ffn_norm
+    self.ffn = ffn
+    self.dropout_rate = dropout_rate
+
+  def __call__(self, x: jax.Array, mask: jax.Array, *attention_args,
+               rng: jax.Array | None = None) -> jax.Array:
+    a = self.attention(self.attention_norm(x), mask, *attention_args, fold(rng, 0))
+    x = x + dropout(a, self.dropout_rate, fold(rng, 1))
+    f = self.ffn(self.ffn_norm(x), fold(rng, 2))
+    return x + dropout(f, self.dropout_rate, fold(rng, 3))
 
 
 class FeedForward(nnx.Module):

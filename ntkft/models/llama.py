@@ -36,7 +36,8 @@ from flax import nnx
 
 from ntkft.models import causal
 from ntkft.models.causal import ACTIVATIONS, DecoderConfig, fold
-from ntkft.models.layers import AdapterSpec, Dense, Embed, RMSNorm, dropout
+from ntkft.models.layers import (AdapterSpec, Dense, Embed, LayerStack, PreNormBlock, RMSNorm,
+                                 dropout)
 
 TARGETS = ("query", "key", "value", "attn_out", "gate", "up", "down")
 _FFN_TARGETS = ("gate", "up", "down")
@@ -99,39 +100,19 @@ class MLP(nnx.Module):
     return self.down(g * self.up(x, fold(rng, 1)), fold(rng, 2))
 
 
-class Block(nnx.Module):
-
-  def __init__(self, cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs):
-    self.attention_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
-    self.attention = Attention(cfg, adapters, f"{prefix}/attention", rngs)
-    self.ffn_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
-    self.ffn = MLP(cfg, adapters, f"{prefix}/ffn", rngs)
-    self.dropout_rate = cfg.dropout_rate
-
-  def __call__(self, x, mask, positions, rng=None):
-    a = self.attention(self.attention_norm(x), mask, positions, fold(rng, 0))
-    x = x + dropout(a, self.dropout_rate, fold(rng, 1))
-    f = self.ffn(self.ffn_norm(x), fold(rng, 2))
-    return x + dropout(f, self.dropout_rate, fold(rng, 3))
+def block(cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs) -> PreNormBlock:
+  """Pre-RMSNorm block: x = x + Attn(N(x), positions); x = x + SwiGLU(N(x))."""
+  return PreNormBlock(
+      RMSNorm(cfg.hidden_size, cfg.norm_eps),
+      Attention(cfg, adapters, f"{prefix}/attention", rngs),
+      RMSNorm(cfg.hidden_size, cfg.norm_eps), MLP(cfg, adapters, f"{prefix}/ffn", rngs),
+      cfg.dropout_rate)
 
 
 class Embeddings(nnx.Module):
 
   def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs):
     self.word = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
-
-
-class Decoder(nnx.Module):
-
-  def __init__(self, cfg: DecoderConfig, adapters, rngs: nnx.Rngs):
-    for i in range(cfg.num_layers):
-      setattr(self, f"layer_{i}", Block(cfg, adapters, f"decoder/layer_{i}", rngs))
-    self.num_layers = cfg.num_layers
-
-  def __call__(self, x, mask, positions, rng=None):
-    for i in range(self.num_layers):
-      x = getattr(self, f"layer_{i}")(x, mask, positions, fold(rng, i))
-    return x
 
 
 class LlamaClassifier(nnx.Module):
@@ -146,7 +127,8 @@ class LlamaClassifier(nnx.Module):
     causal.check_pooling(head.pooling)
     adapters = dict(adapters or {})
     self.embeddings = Embeddings(cfg, rngs)
-    self.decoder = Decoder(cfg, adapters, rngs)
+    self.decoder = LayerStack(
+        lambda i: block(cfg, adapters, f"decoder/layer_{i}", rngs), cfg.num_layers)
     self.final_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
     self.tied = cfg.tie_word_embeddings
     if not self.tied:
@@ -158,7 +140,7 @@ class LlamaClassifier(nnx.Module):
   def hidden_states(self, batch, rng=None):
     ids, mask = batch["input_ids"], batch["attention_mask"]
     x = dropout(self.embeddings.word(ids), self.dropout_rate, fold(rng, 0))
-    x = self.decoder(x, mask, causal.positions_from_mask(mask), fold(rng, 1))
+    x = self.decoder(x, mask, causal.positions_from_mask(mask), rng=fold(rng, 1))
     return self.final_norm(x)
 
   def lm_logits(self, batch, rng=None):
