@@ -143,6 +143,13 @@ def _to_columns(x, mode: str):
   return x.reshape(x.shape[0], -1)
 
 
+def _inputs(where, k_train_train, y_train, fx_train_0, k_test_train, fx_test_0):
+  """The five inputs as arrays (None stays None), their layout and float dtype."""
+  arrays = tuple(None if a is None else jnp.asarray(a)
+                 for a in (k_train_train, y_train, fx_train_0, k_test_train, fx_test_0))
+  return arrays, _layout(*arrays, where), _float_dtype(*arrays)
+
+
 def _float_dtype(*arrays):
   dtype = jnp.result_type(*[a for a in arrays if a is not None])
   if not jnp.issubdtype(dtype, jnp.floating):
@@ -204,17 +211,9 @@ def kernel_ridge(k_train_train: Any, y_train: Any, fx_train_0: Any,
       numerically positive definite (e.g. ``ridge=0`` with a singular K).
   """
   where = "kernel_ridge"
-  k_train_train = jnp.asarray(k_train_train)
-  y_train, fx_train_0 = jnp.asarray(y_train), jnp.asarray(fx_train_0)
-  if k_test_train is not None:
-    k_test_train = jnp.asarray(k_test_train)
-  if fx_test_0 is not None:
-    fx_test_0 = jnp.asarray(fx_test_0)
-  layout = _layout(k_train_train, y_train, fx_train_0, k_test_train, fx_test_0,
-                   where)
+  (k_train_train, y_train, fx_train_0, k_test_train, fx_test_0), layout, dtype = _inputs(
+      where, k_train_train, y_train, fx_train_0, k_test_train, fx_test_0)
   _check_nonneg(ridge, "ridge", where)
-  dtype = _float_dtype(k_train_train, y_train, fx_train_0, k_test_train,
-                       fx_test_0)
   k_train_train = k_train_train.astype(dtype)
   lam = jnp.asarray(ridge, dtype)
   if relative_ridge:
@@ -315,21 +314,13 @@ def gradient_descent_mse_ntk(
     itself in ``jax.jit`` works but bakes V and the kernels in as constants.
   """
   where = "gradient_descent_mse_ntk"
-  k_train_train = jnp.asarray(k_train_train)
-  y_train, fx_train_0 = jnp.asarray(y_train), jnp.asarray(fx_train_0)
-  if k_test_train is not None:
-    k_test_train = jnp.asarray(k_test_train)
-  if fx_test_0 is not None:
-    fx_test_0 = jnp.asarray(fx_test_0)
-  layout = _layout(k_train_train, y_train, fx_train_0, k_test_train, fx_test_0,
-                   where)
+  (k_train_train, y_train, fx_train_0, k_test_train, fx_test_0), layout, dtype = _inputs(
+      where, k_train_train, y_train, fx_train_0, k_test_train, fx_test_0)
   _check_nonneg(lam, "lam", where)
   gd = learning_rate is not None
   if gd and _is_concrete(learning_rate) and not float(learning_rate) > 0.0:
     raise ValueError(f"{where}: learning_rate must be > 0 or None (gradient "
                      f"flow), got {learning_rate}")
-  dtype = _float_dtype(k_train_train, y_train, fx_train_0, k_test_train,
-                       fx_test_0)
   k_n = k_train_train.astype(dtype) / layout.n
   sigma, eigvecs = jnp.linalg.eigh(0.5 * (k_n + k_n.T))
   lam = jnp.asarray(lam, dtype)
