@@ -581,6 +581,18 @@ class _KernelEngine:
     return {name: result[name] for name in order}
 
 
+def _ntk_engine(apply_fn, block_of, trace_axes, diagonal_axes, implementation, batch_size,
+                memory_budget_bytes, on_chunk) -> "_KernelEngine":
+  """The NTK engine (whole kernel when ``block_of`` is None, else per block)."""
+  return _KernelEngine(
+      apply_fn,
+      _Config(_axes("trace_axes", trace_axes),
+              _axes("diagonal_axes", diagonal_axes),
+              _implementation(implementation), _NTK, None, batch_size,
+              memory_budget_bytes),
+      block_of=block_of, on_chunk=on_chunk)
+
+
 # -------------------------------------------------------------- public API
 
 
@@ -624,13 +636,8 @@ def empirical_ntk_fn(
   Raises:
     ValueError: unknown implementation, malformed axes or sizes.
   """
-  engine = _KernelEngine(
-      apply_fn,
-      _Config(_axes("trace_axes", trace_axes),
-              _axes("diagonal_axes", diagonal_axes),
-              _implementation(implementation), _NTK, None, batch_size,
-              memory_budget_bytes),
-      block_of=None, on_chunk=on_chunk)
+  engine = _ntk_engine(apply_fn, None, trace_axes, diagonal_axes, implementation,
+                       batch_size, memory_budget_bytes, on_chunk)
 
   def ntk_fn(x1, x2, params: Params, *extra) -> Array:
     return engine(x1, x2, params, *extra)[_NTK]
@@ -676,13 +683,8 @@ def per_block_ntk_fn(
   """
   if isinstance(block_of, str):
     blocks_lib.block_of_fn(block_of)   # unknown mode -> error now
-  engine = _KernelEngine(
-      apply_fn,
-      _Config(_axes("trace_axes", trace_axes),
-              _axes("diagonal_axes", diagonal_axes),
-              _implementation(implementation), _NTK, None, batch_size,
-              memory_budget_bytes),
-      block_of=block_of, on_chunk=on_chunk)
+  engine = _ntk_engine(apply_fn, block_of, trace_axes, diagonal_axes, implementation,
+                       batch_size, memory_budget_bytes, on_chunk)
 
   def block_ntk_fn(x1, x2, params: Params, *extra) -> dict[str, Array]:
     return engine(x1, x2, params, *extra)
