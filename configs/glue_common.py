@@ -28,6 +28,10 @@ def get_config(arg=None, mode="linearized"):
                 alpha=16.0, dropout=0.0, init="zero_b", head=True)
 
   c.data = dict(root=None,        # None: $NTKFT_DATA or ../shared/data
+                # "<k>-<seed>" (e.g. "512-13"): read every split from the LM-BFF
+                # few-shot folder <root>/k-shot-1k-test/<TASK>/<k>-<seed> (its
+                # "test" split is the GLUE dev set); "": the full GLUE folders.
+                kshot="",
                 train_split="train", eval_split="dev",
                 n_train=2000, n_eval=0,  # 0: all
                 stratified=False, max_len=128, buckets=(32, 64, 128),

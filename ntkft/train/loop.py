@@ -45,9 +45,32 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or Inf."""
 
 
+def parse_kshot(value: str) -> tuple[int, int] | None:
+  """``config.data.kshot`` -> (k, seed) of an LM-BFF few-shot split, or None for "".
+
+  Raises:
+    ValueError: anything but "" or "<k>-<seed>" with integers k >= 1, seed >= 0.
+  """
+  if not value:
+    return None
+  k, sep, seed = str(value).partition("-")
+  if not (sep and k.isdigit() and seed.isdigit() and int(k) >= 1):
+    raise ValueError(f"config.data.kshot={value!r}: expected '' (off) or '<k>-<seed>' "
+                     "with integers k >= 1 and seed >= 0, e.g. '512-13'")
+  return int(k), int(seed)
+
+
+def data_dir_for(task, root, kshot: str):
+  """Folder the splits of ``task`` are read from: GLUE's, or the k-shot folder."""
+  parsed = parse_kshot(kshot)
+  if parsed is None:
+    return data.task_data_dir(task, root)
+  return data.kshot_dir(root or data.default_data_root(), task, *parsed)
+
+
 def _load_data(config, task, tokenizer):
   d = config.data
-  data_dir = data.task_data_dir(task, d.root)
+  data_dir = data_dir_for(task, d.root, d.kshot)
   train = data.load_examples(task, d.train_split, data_dir)
   if d.n_train and d.n_train < len(train):
     train = data.subsample(train, d.n_train, seed=config.seed, stratified=d.stratified)
@@ -99,6 +122,7 @@ def run(config, workdir: str) -> dict:
   task = data.get_task(config.task)
   if config.mode not in step_lib.MODES:  # fail before loading anything
     raise ValueError(f"unknown mode {config.mode!r}; choose from {step_lib.MODES}")
+  parse_kshot(config.data.kshot)
   mesh = mesh_lib.make_mesh(config.get("mesh", (("data", -1),)))
   mesh_lib.check_batch_size(config.data.batch_size, mesh, "data.batch_size")
   mesh_lib.check_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
@@ -122,7 +146,8 @@ def run(config, workdir: str) -> dict:
   stream = data.TrainStream(train_enc, d.batch_size, d.buckets, d.max_len, config.seed)
   dev_batches = data.eval_batches(dev_enc, d.eval_batch_size, d.buckets, d.max_len)
   train_eval_batches = data.eval_batches(train_enc, d.eval_batch_size, d.buckets, d.max_len)
-  print(f"task {task.name}: {len(train_enc)} train / {len(dev_enc)} {d.eval_split} examples")
+  print(f"task {task.name}: {len(train_enc)} train / {len(dev_enc)} {d.eval_split} examples"
+        + (f" (k-shot split {d.kshot})" if d.kshot else ""))
 
   # Optimizer, state, functions.
   layer_block = ntk.block_of_fn("layer")  # per-block selective pulls gate each layer
