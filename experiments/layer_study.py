@@ -1,0 +1,435 @@
+"""Shared machinery of the layer-set studies (spectrum_correlation, selection_validation).
+
+A *layer set* S is a tuple of encoder layer indices; fine-tuning S means LoRA
+(query/value, the ``finetune.peft`` settings) on exactly the layers of S plus
+the classification head when ``finetune.peft.head``. Its kernel at θ0 is the
+empirical NTK of exactly that parameter set (trace over the logits, mean
+normalization, ``ntkft.ntk.per_block_ntk_fn`` with ``block_by="layer"``)::
+
+  K_S = sum_{i in S} K_{layer_i} + K_head        (K_head only if the head trains)
+
+The per-block kernels ``K_b`` (n, n) are computed once per task on a model with
+LoRA on every layer (:func:`task_kernels`), on a fixed sample of n examples of
+the fine-tuning training set, and cached in ``<workdir>/kernels.npz``.
+
+.. warning::
+  θ0 of the kernel model and of a fine-tuning run share the pretrained weights
+  but not all random draws: ``ntkft.models.load_pretrained`` initializes the
+  LoRA factors and the head from one seeded stream over the modules that need
+  them, so a run with adapters on S only draws different LoRA A factors and a
+  different head than the all-layer kernel model (and other seeds differ
+  anyway). With ``init="zero_b"`` the function at θ0 is the same, and
+  ``K_head`` (the pooled features' Gram matrix) does not depend on the draw;
+  the LoRA blocks do, through A and the head weights. The kernels are
+  therefore the NTK of the same *parameter set* at a statistically equivalent
+  θ0, exactly what a selector computed before fine-tuning can know.
+
+Also here: spectral statistics of K_S (:func:`kernel_stats`), one fine-tuning
+run per (task, layer set, seed) in its own sub-workdir that a rerun skips once
+``summary.json`` exists (:func:`finetune`), and Spearman's ρ with a seeded
+percentile-bootstrap CI (:func:`spearman_ci`).
+"""
+import contextlib
+import json
+import math
+import os
+import pathlib
+import platform
+import shutil
+import time
+from typing import Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+import scipy.stats
+
+from configs import glue_common
+from ntkft import data, ntk, peft
+from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
+from ntkft.select import selection as selection_lib
+from ntkft.train import losses
+from ntkft.train import loop
+
+HEAD = "head"
+PREDICTORS = ("kappa", "lambda_min", "lambda_max", "effective_rank", "alignment",
+              "kappa_layers_only")
+OUTCOMES = ("train_loss", "dev_metric")
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def finite(v):
+  """JSON-safe numbers: inf/nan -> None (recursively; numpy scalars -> Python)."""
+  if isinstance(v, dict):
+    return {str(k): finite(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [finite(x) for x in v]
+  if isinstance(v, np.integer):
+    return int(v)
+  if isinstance(v, (float, np.floating)):
+    v = float(v)
+    return v if math.isfinite(v) else None
+  return v
+
+
+def parse_tasks(tasks) -> tuple[str, ...]:
+  """``("sst2", "rte")`` or ``"sst2+rte"`` -> canonical task names, validated."""
+  if isinstance(tasks, str):
+    tasks = [t for t in tasks.split("+") if t.strip()]
+  names = tuple(data.get_task(t.strip()).name for t in tasks)
+  if not names:
+    raise ValueError("config.tasks is empty; give e.g. ('sst2', 'mrpc')")
+  if len(set(names)) != len(names):
+    raise ValueError(f"config.tasks has duplicates: {names}")
+  return names
+
+
+def layer_label(layers: Sequence[int]) -> str:
+  """(4, 5) -> "4-5" (file names, plot labels)."""
+  return "-".join(str(i) for i in layers)
+
+
+def num_layers_of(model_name: str) -> int:
+  return read_config(resolve_model_dir(model_name)).num_layers
+
+
+def singles_and_adjacent_pairs(num_layers: int) -> list[tuple[int, ...]]:
+  """(0,), ..., (L-1,), (0, 1), ..., (L-2, L-1)."""
+  return ([(i,) for i in range(num_layers)]
+          + [(i, i + 1) for i in range(num_layers - 1)])
+
+
+def check_layer_sets(layer_sets, num_layers: int) -> list[tuple[int, ...]]:
+  """Validated, sorted tuples of distinct layer indices in [0, num_layers)."""
+  out = []
+  for s in layer_sets:
+    s = tuple(int(i) for i in s)
+    if not s or len(set(s)) != len(s) or not all(0 <= i < num_layers for i in s):
+      raise ValueError(f"layer set {s} must be non-empty distinct layer indices in "
+                       f"[0, {num_layers})")
+    out.append(tuple(sorted(s)))
+  if len(set(out)) != len(out):
+    raise ValueError(f"duplicate layer sets in {out}")
+  return out
+
+
+@contextlib.contextmanager
+def compilation_cache(path):
+  """Persistent XLA compilation cache in ``path`` for the block (None: no-op).
+
+  Fine-tuning runs of the same layer set (other seeds, other tasks with the
+  same label count) then load their programs instead of compiling them. A
+  cache the caller configured already is left alone; the global settings are
+  restored on exit.
+  """
+  from jax.experimental.compilation_cache import compilation_cache as cc
+  if path is None or jax.config.jax_compilation_cache_dir:
+    yield
+    return
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  old = {name: getattr(jax.config, name) for name in names}
+  cc.reset_cache()  # forget an earlier "no cache configured" decision
+  for name, value in zip(names, (str(path), 0.0, -1)):
+    jax.config.update(name, value)
+  try:
+    yield
+  finally:
+    for name, value in old.items():
+      jax.config.update(name, value)
+    cc.reset_cache()
+
+
+def machine_info() -> dict:
+  """Where the results were computed (for figure captions; as experiments.figures reads)."""
+  device = jax.devices()[0]
+  return {"platform": platform.platform(), "machine": platform.machine(),
+          "python": platform.python_version(), "jax": jax.__version__,
+          "backend": jax.default_backend(), "device": device.device_kind,
+          "device_count": jax.device_count(), "cpu_count": os.cpu_count()}
+
+
+# ------------------------------------------------------- fine-tuning runs
+
+
+def _set_fields(target, overrides, where: str):
+  for key, value in overrides.items():
+    if key not in target:
+      raise ValueError(f"finetune override {where}{key!r}: no such field in "
+                       "configs/glue_common.py")
+    if isinstance(value, Mapping):
+      _set_fields(target[key], value, f"{where}{key}.")
+    else:
+      target[key] = value
+
+
+def finetune_config(finetune, task: str, layers: Sequence[int], seed: int):
+  """The ``configs/glue_common.py`` config of one run.
+
+  Args:
+    finetune: nested overrides of glue_common fields (e.g. ``{"data":
+      {"kshot": "512-13"}, "train": {"steps": 32}}``); ``mode`` included.
+    task: task name.
+    layers: the layer set S (LoRA on these layers only).
+    seed: ``config.seed`` (head and LoRA init, data order, train subsample).
+
+  Raises:
+    ValueError: an override names a field glue_common does not declare.
+  """
+  finetune = finetune.to_dict() if hasattr(finetune, "to_dict") else dict(finetune)
+  config = glue_common.get_config(f"task={task}", mode=finetune.get("mode", "nonlinear"))
+  _set_fields(config, finetune, "")
+  config.seed = int(seed)
+  config.peft.layers = "(" + ",".join(str(i) for i in layers) + ",)"
+  return config
+
+
+def finetune(finetune_cfg, task: str, layers: Sequence[int], seed: int, workdir,
+             keep_checkpoints: bool = False) -> dict:
+  """One fine-tuning run of layer set ``layers``; its summary (``ntkft.train.loop``).
+
+  Skips the run and returns the stored summary when ``workdir/summary.json``
+  exists (a rerun resumes a study). Without ``keep_checkpoints`` the run's
+  ``ckpt/`` folder (the whole TrainState, ~90 MB for MiniLM) is deleted once
+  the summary is written.
+  """
+  workdir = pathlib.Path(workdir)
+  done = workdir / "summary.json"
+  if done.exists():
+    summary = json.loads(done.read_text())
+    summary["skipped"] = True
+    return summary
+  config = finetune_config(finetune_cfg, task, layers, seed)
+  summary = loop.run(config, str(workdir))
+  if not keep_checkpoints:
+    shutil.rmtree(workdir / "ckpt", ignore_errors=True)
+  summary["skipped"] = False
+  return summary
+
+
+# ------------------------------------------------------------ kernels
+
+
+def _train_examples(finetune_cfg, task, seed: int):
+  """The training examples a run with this ``seed`` sees (as ntkft.train.loop)."""
+  d = finetune_cfg.data
+  examples = data.load_examples(task, d.train_split, loop.data_dir_for(task, d.root, d.kshot))
+  if d.n_train and d.n_train < len(examples):
+    examples = data.subsample(examples, d.n_train, seed=seed, stratified=d.stratified)
+  return examples
+
+
+def task_kernels(finetune_cfg, task: str, n: int, seed: int, workdir,
+                 chunk_size: int = 32) -> dict:
+  """Per-block NTKs at θ0 on n training examples; cached in ``workdir/kernels.npz``.
+
+  The examples are a seeded random sample of the training set of the run with
+  ``seed`` (so they are fine-tuned on). The model has LoRA (``finetune.peft``)
+  on every layer and the head when ``finetune.peft.head``.
+
+  Returns:
+    dict with ``kernels`` {``layer_<i>``/``head``: (n, n) float64}, ``fx0``
+    (n, C) outputs at θ0, ``targets`` (n, C) one-hot labels (or (n, 1)
+    scores), ``labels`` (n,), ``index`` (n,) positions in the training set,
+    ``param_counts`` {block: parameters}, ``seconds`` (0 if loaded).
+  """
+  workdir = pathlib.Path(workdir)
+  cache = workdir / "kernels.npz"
+  if cache.exists():
+    z = np.load(cache)
+    kernels = {k.removeprefix("block/"): z[k] for k in z.files if k.startswith("block/")}
+    counts = json.loads(str(z["param_counts"]))
+    return {"kernels": kernels, "fx0": z["fx0"], "targets": z["targets"],
+            "labels": z["labels"], "index": z["index"], "param_counts": counts,
+            "seconds": 0.0}
+  t0 = time.time()
+  spec = data.get_task(task)
+  f = finetune_cfg
+  peft_cfg = dict(f.peft.to_dict() if hasattr(f.peft, "to_dict") else f.peft, layers="all")
+  pspec = peft.PeftSpec.from_config(peft_cfg)
+  num_layers = num_layers_of(f.model.name)
+  model = load_pretrained(f.model.name, HeadConfig(spec.num_labels, f.model.pooling),
+                          adapters=peft.adapters_for(pspec, num_layers), seed=seed,
+                          load_head=f.model.load_head)
+  trainable, frozen = peft.partition(model.params,
+                                     peft.trainable_names(pspec, model.params, num_layers))
+
+  def apply(p, x, frozen):
+    return model.apply_fn(peft.combine(p, frozen), x)
+
+  examples = _train_examples(f, task, seed)
+  if not 1 <= n <= len(examples):
+    raise ValueError(f"kernel sample n={n} must be in [1, {len(examples)}] (the "
+                     f"{task} training set of the fine-tuning runs)")
+  index = np.sort(np.random.default_rng([seed, 1]).choice(len(examples), n, replace=False))
+  encoded = data.encode(data.load_tokenizer(model.source), examples.select(index),
+                        f.data.max_len)
+  batch = data.make_batch(encoded, np.arange(n), n, None, int(encoded.lengths.max()))
+  x = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+  block_fn = ntk.per_block_ntk_fn(apply, "layer", trace_axes=(-1,),
+                                  batch_size=chunk_size or None)
+  kernels = {k: np.asarray(v, np.float64) for k, v in block_fn(x, None, trainable, frozen).items()}
+  fx0 = np.asarray(jax.jit(apply)(trainable, x, frozen), np.float64)
+  targets = np.asarray(losses.targets(encoded.labels, spec.num_labels, spec.is_regression),
+                       np.float64).reshape(n, -1)
+  sizes = dict(zip(ntk.leaf_paths(trainable), (int(np.size(a)) for a in
+                                                jax.tree.leaves(trainable))))
+  counts: dict[str, int] = {}
+  for path, block in ntk.block_names(trainable, by="layer").items():
+    counts[block] = counts.get(block, 0) + sizes[path]
+  workdir.mkdir(parents=True, exist_ok=True)
+  np.savez(cache, fx0=fx0, targets=targets, labels=encoded.labels, index=index,
+           param_counts=json.dumps(counts), **{f"block/{k}": v for k, v in kernels.items()})
+  return {"kernels": kernels, "fx0": fx0, "targets": targets, "labels": encoded.labels,
+          "index": index, "param_counts": counts, "seconds": time.time() - t0}
+
+
+def set_blocks(layers: Sequence[int], head: bool) -> list[str]:
+  """Block names of layer set S: ``layer_<i>`` for i in S, plus ``head``."""
+  return [f"layer_{i}" for i in layers] + ([HEAD] if head else [])
+
+
+def set_kernel(kernels: Mapping[str, np.ndarray], layers: Sequence[int],
+               head: bool) -> np.ndarray:
+  """K_S = sum_{i in S} K_{layer_i} (+ K_head): (n, n) float64.
+
+  Raises:
+    ValueError: a block the kernels lack.
+  """
+  names = set_blocks(layers, head)
+  missing = [b for b in names if b not in kernels]
+  if missing:
+    raise ValueError(f"no kernel for block(s) {missing}; have {sorted(kernels)}")
+  return sum(np.asarray(kernels[b], np.float64) for b in names)
+
+
+def kernel_stats(kernel, targets=None, fx0=None) -> dict:
+  """Spectral statistics of one symmetric PSD kernel (float64 ``eigh``).
+
+  Args:
+    kernel: (n, n).
+    targets: (n, C) or (n,) for the alignment (None: no alignment).
+    fx0: outputs at θ0, same shape: the alignment is with ``targets - fx0``.
+
+  Returns:
+    ``lambda_min``, ``lambda_max``, ``kappa`` = λmax/λmin (inf when λmin <= 0,
+    no clamping, as the selector), ``effective_rank`` exp(H(λ/Σλ)) over the
+    positive eigenvalues, ``trace``, and ``alignment``
+    tr(Rᵀ K R) / (‖K‖_F ‖R‖_F²) (``ntkft.select.selection``) when targets.
+  """
+  kernel = np.asarray(kernel, np.float64)
+  eigs = np.linalg.eigvalsh(0.5 * (kernel + kernel.T))
+  lam_min, lam_max = float(eigs[0]), float(eigs[-1])
+  pos = eigs[eigs > 0]
+  p = pos / pos.sum() if pos.size else pos
+  out = {"lambda_min": lam_min, "lambda_max": lam_max,
+         "kappa": lam_max / lam_min if lam_min > 0 else math.inf,
+         "effective_rank": float(np.exp(-np.sum(p * np.log(p)))) if pos.size else 0.0,
+         "trace": float(eigs.sum())}
+  if targets is not None:
+    resid = np.asarray(targets, np.float64)
+    if fx0 is not None:
+      resid = resid - np.asarray(fx0, np.float64)
+    out["alignment"] = selection_lib.kernel_target_alignment(kernel, resid)
+  return out
+
+
+def set_stats(task_kernel: dict, layers: Sequence[int], head: bool) -> dict:
+  """:func:`kernel_stats` of K_S, plus ``kappa_layers_only`` (κ of K_S without
+  the head) and ``num_params`` of the blocks."""
+  k = set_kernel(task_kernel["kernels"], layers, head)
+  row = kernel_stats(k, task_kernel["targets"], task_kernel["fx0"])
+  row["kappa_layers_only"] = kernel_stats(
+      set_kernel(task_kernel["kernels"], layers, False))["kappa"]
+  row["num_params"] = int(sum(task_kernel["param_counts"][b] for b in set_blocks(layers, head)))
+  return row
+
+
+# ---------------------------------------------------------------- Spearman
+
+
+def _rank_pearson(rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
+  """Row-wise Pearson correlation of (B, n) rank arrays; nan for constant rows."""
+  rx = rx - rx.mean(axis=-1, keepdims=True)
+  ry = ry - ry.mean(axis=-1, keepdims=True)
+  den = np.sqrt(np.sum(rx * rx, axis=-1) * np.sum(ry * ry, axis=-1))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(den > 0, np.sum(rx * ry, axis=-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def spearman_ci(x, y, num_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+  """Spearman's ρ with a percentile-bootstrap CI over (x, y) pairs.
+
+  ρ is the Pearson correlation of the ranks (ties get average ranks; ±inf
+  rank as the extremes, so κ = inf is "the largest"). Pairs with a nan (or
+  None) in x or y are dropped. The CI resamples the n pairs with replacement
+  ``num_boot`` times (``np.random.default_rng(seed)``) and takes the
+  (1-level)/2 and (1+level)/2 quantiles of the resampled ρ; resamples in which
+  x or y is constant (ρ undefined) are left out and counted.
+
+  Returns:
+    ``{"rho", "ci95": [lo, hi], "n", "p_value", "num_boot_valid"}`` (ci95 is
+    the ``level`` interval, named for the default); nan where undefined (n < 3
+    or a constant variable).
+  """
+  x = np.array([np.nan if v is None else v for v in x], dtype=np.float64)
+  y = np.array([np.nan if v is None else v for v in y], dtype=np.float64)
+  if x.shape != y.shape or x.ndim != 1:
+    raise ValueError(f"x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
+  if not 0 < level < 1 or num_boot < 0:
+    raise ValueError(f"level={level} must be in (0, 1) and num_boot={num_boot} >= 0")
+  keep = ~(np.isnan(x) | np.isnan(y))
+  x, y = x[keep], y[keep]
+  n = int(x.size)
+  out = {"rho": math.nan, "ci95": [math.nan, math.nan], "n": n, "p_value": math.nan,
+         "num_boot_valid": 0}
+  if n < 3:
+    return out
+  rho = float(_rank_pearson(scipy.stats.rankdata(x)[None], scipy.stats.rankdata(y)[None])[0])
+  out["rho"] = rho
+  if math.isfinite(rho):
+    # t approximation with n - 2 degrees of freedom (as scipy.stats.spearmanr).
+    t = rho * math.sqrt((n - 2) / max(1e-300, 1 - rho * rho))
+    out["p_value"] = float(2 * scipy.stats.t.sf(abs(t), n - 2)) if abs(rho) < 1 else 0.0
+  if num_boot:
+    idx = np.random.default_rng(seed).integers(0, n, size=(num_boot, n))
+    boot = _rank_pearson(scipy.stats.rankdata(x[idx], axis=1),
+                         scipy.stats.rankdata(y[idx], axis=1))
+    boot = boot[np.isfinite(boot)]
+    out["num_boot_valid"] = int(boot.size)
+    if boot.size:
+      lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+      out["ci95"] = [float(lo), float(hi)]
+  return out
+
+
+def format_markdown(rows: list[dict], columns: Sequence[str]) -> str:
+  """A markdown table of ``rows`` (dicts) over ``columns``; floats as 4 s.f."""
+  def cell(v):
+    if v is None:
+      return "-"
+    if isinstance(v, bool) or isinstance(v, (int, np.integer)):
+      return str(v)
+    if isinstance(v, (float, np.floating)):
+      return "inf" if math.isinf(v) else ("nan" if math.isnan(v) else f"{v:.4g}")
+    if isinstance(v, (list, tuple)):
+      return "(" + ",".join(str(i) for i in v) + ")"
+    return str(v)
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def check_num_params(row_params: int, summary: dict, where: str):
+  """The kernel's blocks and the run must cover the same parameters."""
+  if int(summary["num_trainable"]) != int(row_params):
+    raise RuntimeError(
+        f"{where}: the fine-tuning run trains {summary['num_trainable']} parameters but "
+        f"the kernel blocks hold {row_params}: the kernel is not the NTK of the "
+        "fine-tuned set (check finetune.peft)")
+
+
+def optional(v: Optional[float]) -> float:
+  """None -> nan (JSON null back to a float)."""
+  return math.nan if v is None else float(v)
