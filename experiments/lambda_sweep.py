@@ -140,6 +140,34 @@ def plot_gaps(rows: list[dict], path):
   fig.savefig(path)
 
 
+def plot_all(results: dict, outdir) -> list[str]:
+  """Both figures from a loaded results.json into ``outdir``.
+
+  results.json stores inf/nan as null (``_finite``); they are turned back into
+  floats (inf bound at λ = 0, nan distances) before calling
+  :func:`plot_distances` and :func:`plot_gaps`.
+
+  Returns:
+    [outdir/lambda_sweep_distances.png, outdir/lambda_sweep_gaps_vs_lambda.png]
+  """
+  outdir = pathlib.Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  per_lambda = []
+  for out in results["per_lambda"]:
+    bound = out["bounds"]["distance"]
+    per_lambda.append({
+        "lam": out["lam"],
+        "bounds": {"distance": np.inf if bound is None else bound},
+        "per_step": {regime: {"distance": [np.nan if v is None else v
+                                           for v in out["per_step"][regime]["distance"]]}
+                     for regime in ("nonlinear", "linearized")}})
+  paths = [str(outdir / "lambda_sweep_distances.png"),
+           str(outdir / "lambda_sweep_gaps_vs_lambda.png")]
+  plot_distances(per_lambda, paths[0])
+  plot_gaps(results["table"], paths[1])
+  return paths
+
+
 def run(config, workdir: str) -> dict:
   t0 = time.time()
   workdir = pathlib.Path(workdir)

@@ -1,0 +1,137 @@
+"""Regenerates every figure as PNG from stored results (no recomputation).
+
+  python -m experiments.figures --results=docs/results --out=docs/figures
+  make figures
+
+For each experiment of ``EXPERIMENTS`` whose ``<results>/<name>/results.json``
+exists, loads it and writes that experiment's figures into ``<out>/`` (file names
+start with the experiment name); experiments without stored results, or whose
+module is not there, are skipped with a printed line. Also writes
+``<out>/index.md``: markdown that embeds each figure with the command that
+regenerates it and, when the results record it, the machine that produced them
+(for the README).
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+from typing import Callable, Optional, Sequence
+
+
+def _lambda_sweep(results, outdir):
+  from experiments import lambda_sweep
+  return lambda_sweep.plot_all(results, outdir)
+
+
+def _ntk_spectra(results, outdir):
+  from experiments import ntk_spectra
+  return ntk_spectra.plot_all(results, outdir)
+
+
+def _spectrum_correlation(results, outdir):
+  from experiments import spectrum_correlation
+  path = str(pathlib.Path(outdir) / "spectrum_correlation_scatter.png")
+  spectrum_correlation.plot_scatter(results, path)
+  return [path]
+
+
+def _perturbation_bounds(results, outdir):
+  from experiments import perturbation_bounds
+  return perturbation_bounds.plot_all(results, outdir)
+
+
+def _selection_validation(results, outdir):
+  from experiments import selection_validation
+  path = str(pathlib.Path(outdir) / "selection_validation_arms.png")
+  selection_validation.plot_arms(results, path)
+  return [path]
+
+
+# name -> (notebook, title, fn(results dict, outdir) -> [PNG paths]), in notebook order.
+EXPERIMENTS: dict[str, tuple[str, str, Callable]] = {
+    "lambda_sweep": ("01_regimes_vs_lambda.ipynb", "The three regimes vs λ", _lambda_sweep),
+    "ntk_spectra": ("02_ntk_spectra.ipynb", "NTK spectra at θ0 per layer choice", _ntk_spectra),
+    "spectrum_correlation": ("03_kappa_vs_outcomes.ipynb",
+                             "κ vs train loss and dev metric", _spectrum_correlation),
+    "perturbation_bounds": ("04_perturbation_bounds.ipynb",
+                            "Weyl bounds vs exact eigenvalues as layers are added",
+                            _perturbation_bounds),
+    "selection_validation": ("05_layer_selection.ipynb",
+                             "Spectral layer selection vs baselines", _selection_validation),
+}
+
+
+def _machine(results: dict) -> str:
+  m = results.get("machine")
+  if isinstance(m, str) and m:
+    return m
+  if not isinstance(m, dict):
+    return "not recorded in results.json"
+  return (f"{m.get('device', '?')} x{m.get('device_count', '?')} ({m.get('backend', '?')}), "
+          f"{m.get('cpu_count', '?')} CPUs, {m.get('platform', '?')}, jax {m.get('jax', '?')}")
+
+
+def regenerate(results_dir, out_dir, names: Optional[Sequence[str]] = None) -> dict:
+  """Writes the figures of every experiment with stored results.
+
+  Args:
+    results_dir: folder with ``<name>/results.json`` per experiment.
+    out_dir: folder for the PNGs (created).
+    names: experiments to consider (default: all of ``EXPERIMENTS``).
+
+  Returns:
+    {name: [PNG paths]} for the experiments drawn; skipped ones are printed.
+
+  Raises:
+    ValueError: an unknown experiment name.
+  """
+  results_dir, out_dir = pathlib.Path(results_dir), pathlib.Path(out_dir)
+  names = list(EXPERIMENTS) if names is None else list(names)
+  unknown = [n for n in names if n not in EXPERIMENTS]
+  if unknown:
+    raise ValueError(f"unknown experiment(s) {unknown}; known: {list(EXPERIMENTS)}")
+  out_dir.mkdir(parents=True, exist_ok=True)
+  written: dict[str, list[str]] = {}
+  index = ["<!-- written by `python -m experiments.figures`; do not edit -->", ""]
+  for name in names:
+    notebook, title, draw = EXPERIMENTS[name]
+    path = results_dir / name / "results.json"
+    if not path.is_file():
+      print(f"skip {name}: no stored results at {path}")
+      continue
+    results = json.loads(path.read_text())
+    try:
+      pngs = draw(results, out_dir)
+    except ModuleNotFoundError as e:
+      if e.name != f"experiments.{name}":
+        raise
+      print(f"skip {name}: experiments/{name}.py not available ({e})")
+      continue
+    written[name] = [str(p) for p in pngs]
+    print(f"{name}: wrote {', '.join(written[name])}")
+    wall = results.get("wall_seconds")
+    index += [f"### {title}", "",
+              f"Notebook `notebooks/{notebook}`; results `{path}`; "
+              f"machine: {_machine(results)}"
+              + (f"; {wall:.0f} s." if isinstance(wall, (int, float)) else "."), ""]
+    index += [f"![{name}]({os.path.relpath(p, out_dir)})" for p in written[name]] + [""]
+  index += ["Regenerate: `python -m experiments.figures "
+            f"--results={results_dir} --out={out_dir}` (or `make figures`).", ""]
+  (out_dir / "index.md").write_text("\n".join(index))
+  return written
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--results", default="docs/results",
+                      help="folder with <experiment>/results.json")
+  parser.add_argument("--out", default="docs/figures", help="folder for the PNGs")
+  parser.add_argument("--only", default="", help="comma-separated experiments (default: all)")
+  args = parser.parse_args(argv)
+  names = [n.strip() for n in args.only.split(",") if n.strip()] or None
+  return regenerate(args.results, args.out, names)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

@@ -1,0 +1,262 @@
+"""Weyl perturbation bounds vs exact NTK eigenvalues as layers are added.
+
+  python -m experiments.perturbation_bounds --config=configs/perturbation_bounds.py \
+      --workdir=runs/perturbation_bounds
+  python -m experiments.perturbation_bounds --config=configs/perturbation_bounds.py:runlocal \
+      --workdir=/tmp/pb
+
+Adding block b to the fine-tuned set S adds a PSD block to the kernel,
+K_{S+b} = K_S + K_b. Knowing the spectrum a_1 <= ... <= a_n of K_S and only the
+extreme eigenvalues b_1, b_n of K_b, Weyl's inequalities bound every eigenvalue
+c_k of the sum, a_k + b_1 <= c_k <= a_k + b_n, and hence λ_min, λ_max and
+κ = c_n / c_1 (:mod:`ntkft.select.bounds`). This experiment computes the
+per-block kernels once (as in :mod:`experiments.ntk_spectra`), adds the blocks
+one at a time in ``config.order`` starting from S = ∅ (K_∅ = 0), and at each
+step compares the bounds with the exact eigenvalues of K_S + K_b (+ ridge)
+(:func:`ntkft.select.check_bounds`). Writes into the workdir:
+
+  results.json       order, per step: added, blocks (S after the step),
+                     num_params, eigs_before (of K_S), eigs (exact), weyl_lower,
+                     weyl_upper, lambda_min/max and kappa exact with their
+                     bounds, relative band width, checks, violations; totals
+  block_kernels.npz  ``block/<name>`` (n, n) float64 kernels, ``labels``, ``index``
+  perturbation_bounds_bands.png  one panel per step: exact eigenvalues inside
+                     the Weyl band [a_k + b_1, a_k + b_n] (log y)
+  perturbation_bounds_kappa.png  λ_min, λ_max and κ exact vs bounds per step
+
+Orders (``config.order``): ``"sequential"`` (model order), ``"greedy"`` (the
+greedy min-κ order of :func:`ntkft.select.greedy_select` over all blocks), or
+comma-separated layer indices / block names (``"5,4,3"``; a subset is allowed).
+"""
+import json
+import math
+import pathlib
+import time
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from experiments import ntk_spectra
+from ntkft import cli, select
+
+ORDERS = ("sequential", "greedy")
+
+
+def resolve_order(order: str, kernels: dict, ridge: float = 0.0) -> list[str]:
+  """The blocks to add, in order.
+
+  Args:
+    order: ``"sequential"``, ``"greedy"`` or comma-separated layer indices /
+      block names.
+    kernels: {block: (n, n) kernel}, in model order.
+    ridge: ridge of the greedy min-κ criterion.
+
+  Raises:
+    ValueError: unknown or repeated blocks, an empty order.
+  """
+  names = list(kernels)
+  if order == "sequential":
+    return names
+  if order == "greedy":
+    return list(select.greedy_select(kernels, "min_kappa", k=len(names), ridge=ridge,
+                                     prune=True).selected)
+  items = [item.strip() for item in str(order).split(",") if item.strip()]
+  if not items:
+    raise ValueError(f"config.order={order!r}: give {ORDERS} or comma-separated blocks")
+  out = []
+  for item in items:
+    name = f"layer_{item}" if item.isdigit() else item
+    if name not in names:
+      raise ValueError(f"config.order={order!r}: unknown block {item!r}; blocks are {names}; "
+                       f"or use one of {ORDERS}")
+    if name in out:
+      raise ValueError(f"config.order={order!r}: block {name!r} given twice")
+    out.append(name)
+  return out
+
+
+def bound_steps(kernels: dict, order: Sequence[str], ridge: float = 0.0,
+                rtol: float = select.bounds.DEFAULT_RTOL) -> list[dict]:
+  """Adds the blocks of ``order`` one by one from S = ∅; bounds vs exact per step.
+
+  Args:
+    kernels: {block: (n, n) symmetric PSD kernel}.
+    order: block names to add, in order.
+    ridge: ρ >= 0; the spectra are those of K_S + K_b + ρI.
+    rtol: rounding slack of the checks (:func:`ntkft.select.check_bounds`).
+
+  Returns:
+    One dict per step: the :func:`ntkft.select.check_bounds` report (``eigs``,
+    ``weyl_lower``, ``weyl_upper``, ``lambda_min``, ``lambda_min_lower``, ...,
+    ``kappa``, ``kappa_lower``, ``kappa_upper``, ``checks``, ``violations``)
+    plus ``added``, ``blocks``, ``eigs_before`` (of K_S + ρI),
+    ``block_lambda_min``/``block_lambda_max`` (of K_b) and
+    ``relative_band_width`` (median over k of (upper_k − lower_k) / c_k).
+  """
+  n = next(iter(kernels.values())).shape[0]
+  k_s = np.zeros((n, n))
+  steps = []
+  for b in order:
+    report = select.check_bounds(k_s, kernels[b], ridge=ridge, rtol=rtol)
+    eigs_b = np.linalg.eigvalsh(kernels[b])
+    eigs = np.asarray(report["eigs"])
+    width = (np.asarray(report["weyl_upper"]) - np.asarray(report["weyl_lower"]))
+    steps.append({
+        "added": b, "blocks": list(order[:len(steps) + 1]),
+        "eigs_before": (np.linalg.eigvalsh(k_s) + ridge).tolist(),
+        "block_lambda_min": float(eigs_b[0]), "block_lambda_max": float(eigs_b[-1]),
+        "relative_band_width": float(np.median(width / np.abs(eigs))) if np.all(eigs != 0)
+                               else math.inf,
+        **report})
+    k_s = k_s + kernels[b]
+  return steps
+
+
+def _as_floats(values) -> np.ndarray:
+  return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _positive(values) -> np.ndarray:
+  values = _as_floats(values)
+  values[~(values > 0)] = np.nan   # log axes
+  return values
+
+
+def plot_bands(results: dict, path) -> str:
+  """One panel per step: exact eigenvalues of K_S + K_b inside the Weyl band.
+
+  Args:
+    results: a loaded results.json of :func:`run`.
+    path: PNG to write.
+  """
+  steps = results["steps"]
+  cols = min(3, len(steps))
+  rows = math.ceil(len(steps) / cols)
+  fig = Figure(figsize=(4.0 * cols, 3.1 * rows), dpi=100)
+  FigureCanvasAgg(fig)
+  first = None
+  for t, step in enumerate(steps):
+    ax = fig.add_subplot(rows, cols, t + 1, sharey=first)
+    first = first or ax
+    # Descending order, pairing each c_k with its own bounds.
+    eigs = _positive(step["eigs"])[::-1]
+    lower = _positive(step["weyl_lower"])[::-1]
+    upper = _positive(step["weyl_upper"])[::-1]
+    before = _positive(step["eigs_before"])[::-1]
+    index = np.arange(1, eigs.shape[0] + 1)
+    ax.fill_between(index, lower, upper, color="C0", alpha=0.3, linewidth=0,
+                    label="Weyl band [a_k+b_1, a_k+b_n]")
+    ax.plot(index, eigs, "k.-", markersize=4, linewidth=1, label="exact c_k")
+    if np.any(np.isfinite(before)):
+      ax.plot(index, before, ":", color="0.5", linewidth=1, label="a_k (before)")
+    ax.set_yscale("log")
+    ax.set_title(f"step {t + 1}: +{ntk_spectra.short_name(step['added'])} "
+                 f"(|S|={len(step['blocks'])}), {step['violations']} violations",
+                 fontsize=9)
+    if t % cols == 0:
+      ax.set_ylabel(f"λ_k(K_S + K_b), {ntk_spectra.EIG_LABEL}", fontsize=8)
+    if t >= len(steps) - cols:
+      ax.set_xlabel("eigenvalue index k (descending)", fontsize=8)
+    if t == min(1, len(steps) - 1):   # step 2 shows all three (a_k = 0 at step 1)
+      ax.legend(fontsize=7)
+  fig.suptitle(f"Weyl bounds vs exact NTK eigenvalues: {results['task']}, n={results['n']}",
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path)
+  return str(path)
+
+
+def plot_kappa(results: dict, path) -> str:
+  """λ_min, λ_max (left) and κ (right): exact vs their bounds as blocks are added.
+
+  Args:
+    results: a loaded results.json of :func:`run`.
+    path: PNG to write.
+  """
+  steps = results["steps"]
+  t = np.arange(1, len(steps) + 1)
+  ticks = [f"+{ntk_spectra.short_name(s['added'])}" for s in steps]
+  fig = Figure(figsize=(11.0, 4.0), dpi=100)
+  FigureCanvasAgg(fig)
+  ax, ax_k = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+  for key, color in (("lambda_min", "C0"), ("lambda_max", "C3")):
+    ax.fill_between(t, _positive([s[f"{key}_lower"] for s in steps]),
+                    _positive([s[f"{key}_upper"] for s in steps]), color=color, alpha=0.25,
+                    linewidth=0, label=f"{key} bounds")
+    ax.plot(t, _positive([s[key] for s in steps]), "o-", color=color, label=f"{key} exact")
+  ax.set_yscale("log")
+  ax.set_ylabel(f"eigenvalue of K_S, {ntk_spectra.EIG_LABEL}")
+  lower = _as_floats([s["kappa_lower"] for s in steps])
+  upper = _as_floats([s["kappa_upper"] for s in steps])   # None (inf) -> nan: not drawn
+  ax_k.fill_between(t, lower, upper, color="C2", alpha=0.25, linewidth=0,
+                    label="κ bounds (Weyl)")
+  ax_k.plot(t, lower, "v--", color="C2", markersize=4, linewidth=1)
+  ax_k.plot(t, upper, "^--", color="C2", markersize=4, linewidth=1)
+  ax_k.plot(t, _positive([s["kappa"] for s in steps]), "ko-", label="κ exact")
+  ax_k.set_yscale("log")
+  ax_k.set_ylabel("κ(K_S) = λ_max / λ_min (dimensionless)")
+  for a in (ax, ax_k):
+    a.set_xticks(t)
+    a.set_xticklabels(ticks, fontsize=8)
+    a.set_xlabel("block added at step (S grows left to right)")
+    a.legend(fontsize=7)
+  fig.suptitle(f"{results['task']}, n={results['n']}, order={results['order_rule']}, "
+               f"ridge={results['ridge']:g}: {results['total_violations']} violations in "
+               f"{results['total_checks']} checks", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path)
+  return str(path)
+
+
+def plot_all(results: dict, outdir) -> list[str]:
+  """Every figure of this experiment into ``outdir`` (bands, kappa)."""
+  outdir = pathlib.Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  return [plot_bands(results, outdir / "perturbation_bounds_bands.png"),
+          plot_kappa(results, outdir / "perturbation_bounds_kappa.png")]
+
+
+def run(config, workdir: str) -> dict:
+  """Per-block kernels once, then bounds vs exact spectra step by step; returns results."""
+  t0 = time.time()
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if config.ridge < 0:
+    raise ValueError(f"config.ridge={config.ridge} must be >= 0")
+  bk = ntk_spectra.block_kernels(config)
+  order = resolve_order(config.order, bk.kernels, config.ridge)
+  steps = bound_steps(bk.kernels, order, config.ridge, config.rtol)
+  for t, step in enumerate(steps):
+    step["num_params"] = int(sum(bk.num_params[b] for b in step["blocks"]))
+    print(f"step {t + 1} +{step['added']}: κ={step['kappa']:.4g} in "
+          f"[{step['kappa_lower']:.4g}, {step['kappa_upper']:.4g}], "
+          f"λmin={step['lambda_min']:.4g} in [{step['lambda_min_lower']:.4g}, "
+          f"{step['lambda_min_upper']:.4g}], λmax={step['lambda_max']:.4g} in "
+          f"[{step['lambda_max_lower']:.4g}, {step['lambda_max_upper']:.4g}], "
+          f"violations {step['violations']}/{step['checks']}")
+  results = {
+      "experiment": "perturbation_bounds", "task": bk.task, "model": config.model.name,
+      "n": int(config.n), "block_by": config.block_by, "ridge": float(config.ridge),
+      "rtol": float(config.rtol), "order_rule": config.order, "order": order,
+      "peft": config.peft.to_dict(), "index": bk.index.tolist(),
+      "kernel": "NTK traced over logits (mean), at θ0",
+      "blocks": {b: {"num_params": bk.num_params[b], "trace": float(np.trace(k))}
+                 for b, k in bk.kernels.items()},
+      "steps": steps,
+      "total_checks": int(sum(s["checks"] for s in steps)),
+      "total_violations": int(sum(s["violations"] for s in steps)),
+      "config": json.loads(config.to_json_best_effort()),
+      "machine": ntk_spectra.machine_info(), "kernel_seconds": bk.seconds,
+      "wall_seconds": time.time() - t0}
+  results = ntk_spectra.jsonable(results)
+  (workdir / "results.json").write_text(json.dumps(results, indent=1))
+  ntk_spectra.save_block_kernels(bk, workdir / "block_kernels.npz")
+  plot_all(results, workdir)
+  print(f"{results['total_violations']} violations in {results['total_checks']} checks")
+  return results
+
+
+if __name__ == "__main__":
+  cli.run_main(run)
