@@ -27,7 +27,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ntkft import cli, data, diagnostics, ntk_report, peft
+from ntkft import cli, data, diagnostics, ntk_report, peft, records
 from ntkft.ntk import blocks
 from ntkft.train import losses
 
@@ -60,17 +60,6 @@ def load_inputs(config, model, task):
     y = np.asarray(losses.targets(enc.labels, task.num_labels, task.is_regression))
     out += [x, y]
   return tuple(out)
-
-
-def _finite(v):
-  """JSON-safe numbers: inf/nan -> None."""
-  if isinstance(v, dict):
-    return {k: _finite(x) for k, x in v.items()}
-  if isinstance(v, (list, tuple)):
-    return [_finite(x) for x in v]
-  if isinstance(v, float) and not np.isfinite(v):
-    return None
-  return v
 
 
 def table_row(out: dict) -> dict:
@@ -210,8 +199,8 @@ def run(config, workdir: str) -> dict:
       "config": json.loads(config.to_json_best_effort()),
       "per_lambda": results, "table": rows,
       "total_violations": int(sum(r["violations"] for r in rows)),
-      "wall_seconds": time.time() - t0}
-  (workdir / "results.json").write_text(json.dumps(_finite(summary), indent=1))
+      "machine": records.machine_info(), "wall_seconds": time.time() - t0}
+  records.write_json(workdir / "results.json", summary)
   plot_distances(results, workdir / "distances.png")
   plot_gaps(rows, workdir / "gaps_vs_lambda.png")
   print(f"{task.name}, {config.model.name}, {peft.count(trainable)} trainable params, "

@@ -32,9 +32,7 @@ percentile-bootstrap CI (:func:`spearman_ci`).
 import contextlib
 import json
 import math
-import os
 import pathlib
-import platform
 import shutil
 import time
 from typing import Mapping, Optional, Sequence
@@ -57,20 +55,6 @@ OUTCOMES = ("train_loss", "dev_metric")
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def finite(v):
-  """JSON-safe numbers: inf/nan -> None (recursively; numpy scalars -> Python)."""
-  if isinstance(v, dict):
-    return {str(k): finite(x) for k, x in v.items()}
-  if isinstance(v, (list, tuple)):
-    return [finite(x) for x in v]
-  if isinstance(v, np.integer):
-    return int(v)
-  if isinstance(v, (float, np.floating)):
-    v = float(v)
-    return v if math.isfinite(v) else None
-  return v
 
 
 def parse_tasks(tasks) -> tuple[str, ...]:
@@ -139,15 +123,6 @@ def compilation_cache(path):
     for name, value in old.items():
       jax.config.update(name, value)
     cc.reset_cache()
-
-
-def machine_info() -> dict:
-  """Where the results were computed (for figure captions; as experiments.figures reads)."""
-  device = jax.devices()[0]
-  return {"platform": platform.platform(), "machine": platform.machine(),
-          "python": platform.python_version(), "jax": jax.__version__,
-          "backend": jax.default_backend(), "device": device.device_kind,
-          "device_count": jax.device_count(), "cpu_count": os.cpu_count()}
 
 
 # ------------------------------------------------------- fine-tuning runs

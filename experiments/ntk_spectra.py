@@ -25,9 +25,7 @@ its own), ``"all"`` (every block), or a tuple of layer indices / block names
 import dataclasses
 import json
 import math
-import os
 import pathlib
-import platform
 import re
 import time
 from typing import Any, Sequence
@@ -38,7 +36,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ntkft import cli, data, ntk, ntk_report, spectral
+from ntkft import cli, data, ntk, ntk_report, records, spectral
 
 # Axis label of kernel eigenvalues: the NTK is Σ_p ∂f/∂θ_p ∂f/∂θ_p, averaged
 # over the logits, so its unit is logit² per (unit of θ)².
@@ -160,30 +158,6 @@ def choice_label(blocks: Sequence[str], names: Sequence[str]) -> str:
   return "+".join(short_name(b) for b in blocks)
 
 
-def machine_info() -> dict:
-  """Where the results were computed (for the figure captions)."""
-  device = jax.devices()[0]
-  return {"platform": platform.platform(), "machine": platform.machine(),
-          "python": platform.python_version(), "jax": jax.__version__,
-          "backend": jax.default_backend(), "device": device.device_kind,
-          "device_count": jax.device_count(), "cpu_count": os.cpu_count()}
-
-
-def jsonable(value):
-  """numpy -> Python; inf/nan -> None (JSON has neither)."""
-  if isinstance(value, dict):
-    return {str(k): jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [jsonable(v) for v in value]
-  if isinstance(value, np.ndarray):
-    return jsonable(value.tolist())
-  if isinstance(value, np.generic):
-    value = value.item()
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
-
-
 def _as_floats(values) -> np.ndarray:
   """A JSON list (None for inf/nan) as a float array (None -> nan)."""
   return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
@@ -280,9 +254,9 @@ def run(config, workdir: str) -> dict:
       "blocks": {b: {"num_params": bk.num_params[b], "trace": float(np.trace(k))}
                  for b, k in bk.kernels.items()},
       "choices": choices, "config": json.loads(config.to_json_best_effort()),
-      "machine": machine_info(), "kernel_seconds": bk.seconds,
+      "machine": records.machine_info(), "kernel_seconds": bk.seconds,
       "wall_seconds": time.time() - t0}
-  results = jsonable(results)
+  results = records.jsonable(results)
   (workdir / "results.json").write_text(json.dumps(results, indent=1))
   save_block_kernels(bk, workdir / "block_kernels.npz")
   plot_all(results, workdir)

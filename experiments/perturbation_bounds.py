@@ -39,7 +39,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from experiments import ntk_spectra
-from ntkft import cli, select
+from ntkft import cli, records, select
 
 ORDERS = ("sequential", "greedy")
 
@@ -248,9 +248,9 @@ def run(config, workdir: str) -> dict:
       "total_checks": int(sum(s["checks"] for s in steps)),
       "total_violations": int(sum(s["violations"] for s in steps)),
       "config": json.loads(config.to_json_best_effort()),
-      "machine": ntk_spectra.machine_info(), "kernel_seconds": bk.seconds,
+      "machine": records.machine_info(), "kernel_seconds": bk.seconds,
       "wall_seconds": time.time() - t0}
-  results = ntk_spectra.jsonable(results)
+  results = records.jsonable(results)
   (workdir / "results.json").write_text(json.dumps(results, indent=1))
   ntk_spectra.save_block_kernels(bk, workdir / "block_kernels.npz")
   plot_all(results, workdir)

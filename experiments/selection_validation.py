@@ -50,7 +50,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from experiments import layer_study
-from ntkft import cli
+from ntkft import cli, records
 from ntkft.select import selection as selection_lib
 
 TABLE_COLUMNS = ("arm", "layers", "kappa", "dev_metric", "train_loss", "seeds")
@@ -182,7 +182,7 @@ def run(config, workdir: str) -> dict:
   k = int(config.budget)
   results = {"tasks": {}, "head_in_kernel": head,
              "config": json.loads(config.to_json_best_effort()),
-             "machine": layer_study.machine_info()}
+             "machine": records.machine_info()}
   cache = workdir / "xla_cache" if config.xla_cache else None
   with layer_study.compilation_cache(cache):
     for task in tasks:
@@ -222,10 +222,10 @@ def run(config, workdir: str) -> dict:
           "kernel": {"n": int(config.n_kernel), "seconds": tk["seconds"],
                      "index": tk["index"].tolist(), "blocks": sorted(tk["kernels"])}}
       results["wall_seconds"] = time.time() - t0
-      (workdir / "results.json").write_text(json.dumps(layer_study.finite(results), indent=1))
-  results = layer_study.finite(results)
+      records.write_json(workdir / "results.json", results)
+  results = records.jsonable(results)
   results["wall_seconds"] = time.time() - t0
-  (workdir / "results.json").write_text(json.dumps(results, indent=1))
+  records.write_json(workdir / "results.json", results)
   plot_arms(results, workdir / "selection_validation_arms.png")
   for task, out in results["tasks"].items():
     print(f"\n### {task}: dev {out['dev_metric_name']} mean ± std over seeds {list(seeds)} "

@@ -42,7 +42,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from experiments import layer_study
-from ntkft import cli
+from ntkft import cli, records
 
 ROW_COLUMNS = ("layers", "num_params", "kappa", "lambda_min", "lambda_max",
                "effective_rank", "alignment", "kappa_layers_only", "train_loss", "dev_metric")
@@ -119,7 +119,7 @@ def run(config, workdir: str) -> dict:
   head = bool(config.finetune.peft.head)
   results = {"tasks": {}, "layer_sets": [list(s) for s in layer_sets], "head_in_kernel": head,
              "config": json.loads(config.to_json_best_effort()),
-             "machine": layer_study.machine_info()}
+             "machine": records.machine_info()}
   cache = workdir / "xla_cache" if config.xla_cache else None
   with layer_study.compilation_cache(cache):
     for task in tasks:
@@ -153,10 +153,10 @@ def run(config, workdir: str) -> dict:
           "kernel": {"n": int(config.n_kernel), "seconds": tk["seconds"],
                      "index": tk["index"].tolist(), "blocks": sorted(tk["kernels"])}}
       results["wall_seconds"] = time.time() - t0
-      (workdir / "results.json").write_text(json.dumps(layer_study.finite(results), indent=1))
-  results = layer_study.finite(results)
+      records.write_json(workdir / "results.json", results)
+  results = records.jsonable(results)
   results["wall_seconds"] = time.time() - t0
-  (workdir / "results.json").write_text(json.dumps(results, indent=1))
+  records.write_json(workdir / "results.json", results)
   plot_scatter(results, workdir / "spectrum_correlation_scatter.png")
   for task, out in results["tasks"].items():
     print(f"\n### {task} (n_kernel={out['kernel']['n']}, dev metric "

@@ -7,7 +7,7 @@ import scipy.stats
 
 from configs import spectrum_correlation as spectrum_correlation_config
 from experiments import layer_study
-from ntkft import peft
+from ntkft import peft, records
 
 
 # ----------------------------------------------------------------- Spearman
@@ -143,7 +143,7 @@ def test_parse_tasks_layer_sets_and_json():
   for bad in ([(3,)], [()], [(1, 1)], [(0,), (0,)]):
     with pytest.raises(ValueError):
       layer_study.check_layer_sets(bad, 3)
-  assert layer_study.finite({"a": [math.inf, np.float32(1.5), np.int64(3)], "b": math.nan}) == {
+  assert records.jsonable({"a": [math.inf, np.float32(1.5), np.int64(3)], "b": math.nan}) == {
       "a": [None, 1.5, 3], "b": None}
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from configs import ntk_spectra as ntk_spectra_config
 from experiments import ntk_spectra
-from ntkft import ntk, ntk_report, peft
+from ntkft import ntk, ntk_report, peft, records
 from tests.test_util import write_tiny_bert_checkpoint
 
 NUM_LAYERS = 3
@@ -114,8 +114,8 @@ def test_resolve_choices():
 
 
 def test_jsonable_and_negative_ridge(tmp_path):
-  assert ntk_spectra.jsonable({"a": np.float64(np.inf), "b": [np.int64(3), np.nan],
-                               "c": np.arange(2)}) == {"a": None, "b": [3, None], "c": [0, 1]}
+  assert records.jsonable({"a": np.float64(np.inf), "b": [np.int64(3), np.nan],
+                           "c": np.arange(2)}) == {"a": None, "b": [3, None], "c": [0, 1]}
   config = ntk_spectra_config.get_config("runlocal")
   config.ridge = -1.0
   with pytest.raises(ValueError, match="ridge"):
