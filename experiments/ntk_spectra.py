@@ -30,38 +30,17 @@ import re
 import time
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ntkft import cli, data, ntk, ntk_report, records, spectral
+from ntkft import cli, ntk_report, records, spectral
 
 # Axis label of kernel eigenvalues: the NTK is Σ_p ∂f/∂θ_p ∂f/∂θ_p, averaged
 # over the logits, so its unit is logit² per (unit of θ)².
 EIG_LABEL = "eigenvalue (logit² / θ-unit²)"
 _LAYER_RE = re.compile(r"layer_(\d+)")
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockKernels:
-  """Per-block NTKs at θ0 on n examples of a task.
-
-  Attributes:
-    kernels: {block name: (n, n) float64 symmetric K_b}, blocks in model order.
-    num_params: {block name: parameters in the block}.
-    labels: (n,) labels of the examples.
-    index: (n,) positions of the examples in the split.
-    task: task name.
-    seconds: wall time of the kernel computation.
-  """
-  kernels: dict
-  num_params: dict
-  labels: np.ndarray
-  index: np.ndarray
-  task: str
-  seconds: float
 
 
 def block_order_key(name: str) -> tuple:
@@ -75,38 +54,16 @@ def short_name(name: str) -> str:
   return _LAYER_RE.sub(lambda m: f"L{m.group(1)}", name)
 
 
-def block_kernels(config) -> BlockKernels:
-  """Computes the per-block kernels of ``config.peft`` at θ0 (``config.block_by``).
-
-  Reads config.task, model, peft, seed, n, data, block_by, implementation,
-  chunk_size (see configs/ntk_spectra.py).
-
-  Returns:
-    :class:`BlockKernels`; the kernels are symmetrized ((K + Kᵀ)/2, a rounding
-    fix) float64 and ordered by :func:`block_order_key`.
-  """
-  t0 = time.time()
-  task = data.get_task(config.task)
-  model, trainable, frozen, apply = ntk_report.model_and_subset(config)
-  x, labels, index = ntk_report.kernel_inputs(config, model)
-  block_fn = ntk.per_block_ntk_fn(apply, config.block_by, trace_axes=(-1,),
-                                  implementation=config.implementation,
-                                  batch_size=config.chunk_size or None)
-  raw = block_fn(x, None, trainable, frozen)
-  kernels = {}
-  for name in sorted(raw, key=block_order_key):
-    k = np.asarray(raw[name], np.float64)
-    kernels[name] = (k + k.T) / 2
-  names = ntk.block_names(trainable, by=config.block_by)
-  leaves = dict(zip(ntk.leaf_paths(trainable), jax.tree.leaves(trainable)))
-  counts = {name: 0 for name in kernels}
-  for path, block in names.items():
-    counts[block] += int(np.size(leaves[path]))
-  return BlockKernels(kernels, counts, np.asarray(labels), np.asarray(index), task.name,
-                      time.time() - t0)
+def block_kernels(config) -> ntk_report.BlockKernels:
+  """:func:`ntkft.ntk_report.block_kernels`, blocks ordered by :func:`block_order_key`
+  and symmetrized ((K + Kᵀ)/2, a rounding fix)."""
+  bk = ntk_report.block_kernels(config)
+  kernels = {name: (bk.kernels[name] + bk.kernels[name].T) / 2
+             for name in sorted(bk.kernels, key=block_order_key)}
+  return dataclasses.replace(bk, kernels=kernels)
 
 
-def save_block_kernels(bk: BlockKernels, path) -> None:
+def save_block_kernels(bk: ntk_report.BlockKernels, path) -> None:
   np.savez(path, labels=bk.labels, index=bk.index,
            **{f"block/{k}": v for k, v in bk.kernels.items()})
 

@@ -11,6 +11,7 @@ Writes into the workdir:
                   effective_rank, trace, decay fit, ... and per-block statistics
   spectrum.png    the eigenvalues (full kernel and blocks), log scale
 """
+import dataclasses
 import json
 import pathlib
 import time
@@ -58,6 +59,57 @@ def model_and_subset(config):
     return model.apply_fn(peft.combine(p, frozen), x)
 
   return model, trainable, frozen, apply
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockKernels:
+  """Per-block NTKs at θ0 on n examples of a task (:func:`block_kernels`).
+
+  Attributes:
+    kernels: {block name: (n, n) float64 K_b}, blocks in order of first
+      appearance in the parameters (model order); sum_b K_b = K.
+    num_params: {block name: parameters in the block}.
+    fx0: (n, C) float64 outputs at θ0.
+    labels: (n,) labels of the examples.
+    index: (n,) positions of the examples in the split.
+    task: task name.
+    seconds: wall time of the kernel computation.
+  """
+  kernels: dict
+  num_params: dict
+  fx0: np.ndarray
+  labels: np.ndarray
+  index: np.ndarray
+  task: str
+  seconds: float
+
+
+def block_kernels(config) -> BlockKernels:
+  """Per-block NTKs (trace over logits, mean normalization) of ``config.peft`` at θ0.
+
+  Reads config.task, model, peft, seed, n, data (:func:`kernel_inputs`),
+  block_by, implementation, chunk_size, and if present memory_budget_mb and
+  progress (a tqdm bar over kernel chunks).
+  """
+  t0 = time.time()
+  task = data.get_task(config.task)
+  model, trainable, frozen, apply = model_and_subset(config)
+  x, labels, index = kernel_inputs(config, model)
+  bar = tqdm.tqdm(desc="per-block kernel chunks", disable=not config.get("progress", False))
+  block_fn = ntk.per_block_ntk_fn(
+      apply, config.block_by, trace_axes=(-1,), implementation=config.implementation,
+      batch_size=config.chunk_size or None,
+      memory_budget_bytes=int(config.get("memory_budget_mb", 0.0) * 2**20) or None,
+      on_chunk=lambda info: bar.update(1))
+  kernels = {k: np.asarray(v, np.float64) for k, v in block_fn(x, None, trainable, frozen).items()}
+  bar.close()
+  fx0 = np.asarray(jax.jit(apply)(trainable, x, frozen), np.float64)
+  leaves = dict(zip(ntk.leaf_paths(trainable), jax.tree.leaves(trainable)))
+  counts = {name: 0 for name in kernels}
+  for path, block in ntk.block_names(trainable, by=config.block_by).items():
+    counts[block] += int(np.size(leaves[path]))
+  return BlockKernels(kernels, counts, fx0, np.asarray(labels), np.asarray(index), task.name,
+                      time.time() - t0)
 
 
 def run(config, workdir: str) -> dict:

@@ -26,23 +26,12 @@ import json
 import pathlib
 import time
 
-import jax
 import numpy as np
-import tqdm
 
-from ntkft import data, ntk, ntk_report
+from ntkft import data, ntk_report
 from ntkft.select import selection as selection_lib
 
 BLOCK_BY = ("layer", "layer_projection")
-
-
-def _param_counts(trainable, block_by: str) -> dict[str, int]:
-  names = ntk.block_names(trainable, by=block_by)
-  leaves = dict(zip(ntk.leaf_paths(trainable), jax.tree.leaves(trainable)))
-  counts: dict[str, int] = {}
-  for path, block in names.items():
-    counts[block] = counts.get(block, 0) + int(np.size(leaves[path]))
-  return counts
 
 
 def _targets(task, labels: np.ndarray) -> np.ndarray:
@@ -77,22 +66,10 @@ def run(config, workdir: str) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   task = data.get_task(config.task)
-  model, trainable, frozen, apply = ntk_report.model_and_subset(config)
-  x, labels, index = ntk_report.kernel_inputs(config, model)
-
-  bar = tqdm.tqdm(desc="per-block kernel chunks", disable=not config.progress)
-  block_fn = ntk.per_block_ntk_fn(
-      apply, config.block_by, trace_axes=(-1,), implementation=config.implementation,
-      batch_size=config.chunk_size or None,
-      memory_budget_bytes=int(config.memory_budget_mb * 2**20) or None,
-      on_chunk=lambda info: bar.update(1))
-  kernels = {k: np.asarray(v, np.float64)
-             for k, v in block_fn(x, None, trainable, frozen).items()}
-  bar.close()
-  t_kernel = time.time() - t0
-  fx0 = np.asarray(jax.jit(apply)(trainable, x, frozen), np.float64)
+  bk = ntk_report.block_kernels(config)
+  kernels, fx0, labels, index, counts = bk.kernels, bk.fx0, bk.labels, bk.index, bk.num_params
+  t_kernel = bk.seconds
   targets = _targets(task, labels)
-  counts = _param_counts(trainable, config.block_by)
 
   common = dict(k=config.budget or None, targets=targets,
                 fx0=fx0 if config.residual else None, param_counts=counts,
