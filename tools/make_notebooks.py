@@ -165,7 +165,9 @@ therefore reach a lower train loss in a fixed budget. The association is measure
 Spearman's rank correlation ρ (Pearson correlation of the ranks of κ and of the outcome), with a
 seeded percentile-bootstrap 95% confidence interval; ρ > 0 against the train loss and ρ < 0 against
 the dev metric would mean that small κ is better. The same is reported for λ_min, λ_max, the
-effective rank and the kernel-target alignment.""",
+effective rank, the kernel-target alignment and `kappa_layers_only`, κ of the LoRA blocks without
+the head: the head's block (the Gram matrix of the pooled features) dominates K_S (on SST-2 its
+trace is ~50-1000× that of one LoRA layer), so κ(K_S) varies little across layer sets.""",
         figure="""\
 **Figure.** One row per task: κ(K_S) at θ0 (dimensionless, log x) against the final train loss
 (left, cross-entropy in nats) and against the dev metric (right), one point per layer set S
