@@ -42,7 +42,7 @@ import numpy as np
 import scipy.stats
 
 from configs import glue_common
-from ntkft import data, ntk, peft
+from ntkft import data, ntk, peft, records
 from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
 from ntkft.select import selection as selection_lib
 from ntkft.train import losses
@@ -377,6 +377,20 @@ def spearman_ci(x, y, num_boot: int = 2000, seed: int = 0, level: float = 0.95) 
       lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
       out["ci95"] = [float(lo), float(hi)]
   return out
+
+
+def kernel_record(n: int, task_kernel: dict) -> dict:
+  """What results.json keeps of a task's kernels: n, seconds, example index, blocks."""
+  return {"n": int(n), "seconds": task_kernel["seconds"],
+          "index": np.asarray(task_kernel["index"]).tolist(),
+          "blocks": sorted(task_kernel["kernels"])}
+
+
+def write_results(results: dict, workdir, t0: float) -> dict:
+  """Sets ``wall_seconds`` (since t0), writes ``workdir/results.json``; returns
+  the JSON-safe dict written."""
+  results["wall_seconds"] = time.time() - t0
+  return records.write_json(pathlib.Path(workdir) / "results.json", results)
 
 
 def format_markdown(rows: list[dict], columns: Sequence[str]) -> str:

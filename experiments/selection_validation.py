@@ -219,13 +219,9 @@ def run(config, workdir: str) -> dict:
         arms[name] = arm
       results["tasks"][task] = {
           "selector": selector, "arms": arms, "dev_metric_name": metric_name,
-          "kernel": {"n": int(config.n_kernel), "seconds": tk["seconds"],
-                     "index": tk["index"].tolist(), "blocks": sorted(tk["kernels"])}}
-      results["wall_seconds"] = time.time() - t0
-      records.write_json(workdir / "results.json", results)
-  results = records.jsonable(results)
-  results["wall_seconds"] = time.time() - t0
-  records.write_json(workdir / "results.json", results)
+          "kernel": layer_study.kernel_record(config.n_kernel, tk)}
+      layer_study.write_results(results, workdir, t0)  # after every task: partial results
+  results = layer_study.write_results(results, workdir, t0)
   plot_arms(results, workdir / "selection_validation_arms.png")
   for task, out in results["tasks"].items():
     print(f"\n### {task}: dev {out['dev_metric_name']} mean ± std over seeds {list(seeds)} "

@@ -150,13 +150,9 @@ def run(config, workdir: str) -> dict:
           for p in layer_study.PREDICTORS for o in layer_study.OUTCOMES}
       results["tasks"][task] = {
           "rows": rows, "spearman": spearman,
-          "kernel": {"n": int(config.n_kernel), "seconds": tk["seconds"],
-                     "index": tk["index"].tolist(), "blocks": sorted(tk["kernels"])}}
-      results["wall_seconds"] = time.time() - t0
-      records.write_json(workdir / "results.json", results)
-  results = records.jsonable(results)
-  results["wall_seconds"] = time.time() - t0
-  records.write_json(workdir / "results.json", results)
+          "kernel": layer_study.kernel_record(config.n_kernel, tk)}
+      layer_study.write_results(results, workdir, t0)  # after every task: partial results
+  results = layer_study.write_results(results, workdir, t0)
   plot_scatter(results, workdir / "spectrum_correlation_scatter.png")
   for task, out in results["tasks"].items():
     print(f"\n### {task} (n_kernel={out['kernel']['n']}, dev metric "
