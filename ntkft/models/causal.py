@@ -11,7 +11,9 @@ blocks; they share
 * ``pool``: the sequence representation for classification, by default the
   hidden state of the LAST real token (``attention_mask`` == 1), which works
   for left and right padding alike (HF ``*ForSequenceClassification`` picks the
-  last non-pad token the same way).
+  last non-pad token the same way),
+* ``CausalClassifier``: pooling + the linear classification head on top of a
+  family's ``hidden_states``.
 
 Batches are the usual ``input_ids``/``attention_mask`` (B, L) dicts; token types
 are ignored.
@@ -20,8 +22,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from ntkft.models.layers import ACTIVATIONS, fold  # noqa: F401  (re-exported)
+from ntkft.models.layers import ACTIVATIONS, Dense, dropout, fold  # noqa: F401  (re-exported)
 
 DECODER_FAMILIES = ("gpt2", "llama")
 DECODER_POOLINGS = ("last", "mean")
@@ -137,3 +140,22 @@ def pool(hidden: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
     return (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
   raise ValueError(f"decoder pooling must be one of {DECODER_POOLINGS}, got {pooling!r} "
                    "(a causal model's first token sees nothing of the sequence)")
+
+
+class CausalClassifier(nnx.Module):
+  """Base of the decoder classifiers: ``hidden_states`` -> ``pool`` -> linear head.
+
+  A family subclass builds its embeddings and layers, calls :meth:`init_head`
+  last (so the random init stream is drawn in the same order) and defines
+  ``hidden_states(batch, rng) -> (B, L, H)``. ``__call__(batch, rng) -> (B, num_labels)``.
+  """
+
+  def init_head(self, cfg: DecoderConfig, head, adapters, rngs: nnx.Rngs) -> None:
+    """The head ``Dense(H, num_labels)`` (LoRA-capable), pooling and dropout rate."""
+    self.head = Dense(cfg.hidden_size, head.num_labels, rngs=rngs, adapter=adapters.get("head"))
+    self.pooling = head.pooling
+    self.dropout_rate = cfg.dropout_rate
+
+  def __call__(self, batch, rng=None):
+    pooled = pool(self.hidden_states(batch, rng), batch["attention_mask"], self.pooling)
+    return self.head(dropout(pooled, self.dropout_rate, fold(rng, 2)), fold(rng, 3))

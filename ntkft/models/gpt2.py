@@ -87,7 +87,7 @@ class Embeddings(nnx.Module):
     self.position = Embed(cfg.max_position_embeddings, cfg.hidden_size, rngs=rngs)
 
 
-class GPT2Classifier(nnx.Module):
+class GPT2Classifier(causal.CausalClassifier):
   """GPT-2 + last-token (or mean) pooling + linear head.
 
   ``__call__(batch, rng) -> (B, num_labels)``; ``hidden_states(batch) -> (B, L, H)``
@@ -102,9 +102,7 @@ class GPT2Classifier(nnx.Module):
     self.decoder = LayerStack(
         lambda i: block(cfg, adapters, f"decoder/layer_{i}", rngs), cfg.num_layers)
     self.final_norm = LayerNorm(cfg.hidden_size, cfg.norm_eps)
-    self.head = Dense(cfg.hidden_size, head.num_labels, rngs=rngs, adapter=adapters.get("head"))
-    self.pooling = head.pooling
-    self.dropout_rate = cfg.dropout_rate
+    self.init_head(cfg, head, adapters, rngs)
 
   def hidden_states(self, batch, rng=None):
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -115,10 +113,6 @@ class GPT2Classifier(nnx.Module):
 
   def lm_logits(self, batch, rng=None):
     return self.hidden_states(batch, rng) @ self.embeddings.word.embedding[...].T
-
-  def __call__(self, batch, rng=None):
-    pooled = causal.pool(self.hidden_states(batch, rng), batch["attention_mask"], self.pooling)
-    return self.head(dropout(pooled, self.dropout_rate, fold(rng, 2)), fold(rng, 3))
 
 
 # ----------------------------------------------------------------------------- HF conversion

@@ -115,7 +115,7 @@ class Embeddings(nnx.Module):
     self.word = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
 
 
-class LlamaClassifier(nnx.Module):
+class LlamaClassifier(causal.CausalClassifier):
   """LLaMA + last-token (or mean) pooling + linear head.
 
   ``__call__(batch, rng) -> (B, num_labels)``; ``hidden_states(batch) -> (B, L, H)``
@@ -133,9 +133,7 @@ class LlamaClassifier(nnx.Module):
     self.tied = cfg.tie_word_embeddings
     if not self.tied:
       self.lm_head = Dense(cfg.hidden_size, cfg.vocab_size, rngs=rngs, use_bias=False)
-    self.head = Dense(cfg.hidden_size, head.num_labels, rngs=rngs, adapter=adapters.get("head"))
-    self.pooling = head.pooling
-    self.dropout_rate = cfg.dropout_rate
+    self.init_head(cfg, head, adapters, rngs)
 
   def hidden_states(self, batch, rng=None):
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -146,10 +144,6 @@ class LlamaClassifier(nnx.Module):
   def lm_logits(self, batch, rng=None):
     h = self.hidden_states(batch, rng)
     return h @ self.embeddings.word.embedding[...].T if self.tied else self.lm_head(h)
-
-  def __call__(self, batch, rng=None):
-    pooled = causal.pool(self.hidden_states(batch, rng), batch["attention_mask"], self.pooling)
-    return self.head(dropout(pooled, self.dropout_rate, fold(rng, 2)), fold(rng, 3))
 
 
 # ----------------------------------------------------------------------------- HF conversion
