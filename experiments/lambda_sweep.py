@@ -19,7 +19,6 @@ trajectory / kernel-ridge endpoint, under the squared loss on one-hot targets an
 and prints the table. Output gaps are RMS over examples of the per-example
 Euclidean norm over the logits (see ``ntkft.diagnostics``).
 """
-import json
 import pathlib
 import time
 
@@ -196,10 +195,10 @@ def run(config, workdir: str) -> dict:
       "num_params": peft.count(trainable), "n_train": n, "n_eval": config.n_eval,
       "lr": lr, "gauss_newton_lmax_over_n": gn, "kernel_trace": float(np.trace(k_tt)),
       "output_norm": "RMS over examples of the per-example L2 norm over logits",
-      "config": json.loads(config.to_json_best_effort()),
+      **records.provenance(config),
       "per_lambda": results, "table": rows,
       "total_violations": int(sum(r["violations"] for r in rows)),
-      "machine": records.machine_info(), "wall_seconds": time.time() - t0}
+      "wall_seconds": time.time() - t0}
   records.write_json(workdir / "results.json", summary)
   plot_distances(results, workdir / "distances.png")
   plot_gaps(rows, workdir / "gaps_vs_lambda.png")

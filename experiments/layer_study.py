@@ -379,6 +379,13 @@ def spearman_ci(x, y, num_boot: int = 2000, seed: int = 0, level: float = 0.95) 
   return out
 
 
+def run_note(summary: dict) -> str:
+  """" (12.3s)" for a run made now, " (finished before: skipped)" for a resumed one."""
+  if summary["skipped"]:
+    return " (finished before: skipped)"
+  return f" ({summary['wall_seconds']:.1f}s)"
+
+
 def kernel_record(n: int, task_kernel: dict) -> dict:
   """What results.json keeps of a task's kernels: n, seconds, example index, blocks."""
   return {"n": int(n), "seconds": task_kernel["seconds"],

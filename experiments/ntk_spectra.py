@@ -210,8 +210,7 @@ def run(config, workdir: str) -> dict:
       "kernel": "NTK traced over logits (mean), at θ0",
       "blocks": {b: {"num_params": bk.num_params[b], "trace": float(np.trace(k))}
                  for b, k in bk.kernels.items()},
-      "choices": choices, "config": json.loads(config.to_json_best_effort()),
-      "machine": records.machine_info(), "kernel_seconds": bk.seconds,
+      "choices": choices, **records.provenance(config), "kernel_seconds": bk.seconds,
       "wall_seconds": time.time() - t0}
   results = records.jsonable(results)
   (workdir / "results.json").write_text(json.dumps(results, indent=1))

@@ -247,8 +247,7 @@ def run(config, workdir: str) -> dict:
       "steps": steps,
       "total_checks": int(sum(s["checks"] for s in steps)),
       "total_violations": int(sum(s["violations"] for s in steps)),
-      "config": json.loads(config.to_json_best_effort()),
-      "machine": records.machine_info(), "kernel_seconds": bk.seconds,
+      **records.provenance(config), "kernel_seconds": bk.seconds,
       "wall_seconds": time.time() - t0}
   results = records.jsonable(results)
   (workdir / "results.json").write_text(json.dumps(results, indent=1))

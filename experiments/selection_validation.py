@@ -40,7 +40,6 @@ Writes into the workdir:
 and prints one markdown table per task.
 """
 import itertools
-import json
 import pathlib
 import time
 import zlib
@@ -180,9 +179,7 @@ def run(config, workdir: str) -> dict:
     raise ValueError(f"config.num_random={config.num_random} must be >= 0")
   head = bool(config.finetune.peft.head)
   k = int(config.budget)
-  results = {"tasks": {}, "head_in_kernel": head,
-             "config": json.loads(config.to_json_best_effort()),
-             "machine": records.machine_info()}
+  results = {"tasks": {}, "head_in_kernel": head, **records.provenance(config)}
   cache = workdir / "xla_cache" if config.xla_cache else None
   with layer_study.compilation_cache(cache):
     for task in tasks:
@@ -212,8 +209,7 @@ def run(config, workdir: str) -> dict:
           metric_name = summary["dev_metric_name"]
           print(f"{task} {name} L{label} seed {seed}: dev {metric_name} "
                 f"{summary['dev_metric']:.4f} train loss {summary['train_loss']:.4f}"
-                + (" (finished before: skipped)" if summary["skipped"] else
-                   f" ({summary['wall_seconds']:.1f}s)"))
+                + layer_study.run_note(summary))
         arm["mean"], arm["std"] = _mean_std(arm["dev_metric"])
         arm["train_loss_mean"], arm["train_loss_std"] = _mean_std(arm["train_loss"])
         arms[name] = arm

@@ -32,7 +32,6 @@ Writes into the workdir:
 and prints one markdown table per task and the ρ table. κ = inf (λ_min <= 0)
 is written as null.
 """
-import json
 import pathlib
 import time
 
@@ -118,8 +117,7 @@ def run(config, workdir: str) -> dict:
       config.layer_sets or layer_study.singles_and_adjacent_pairs(num_layers), num_layers)
   head = bool(config.finetune.peft.head)
   results = {"tasks": {}, "layer_sets": [list(s) for s in layer_sets], "head_in_kernel": head,
-             "config": json.loads(config.to_json_best_effort()),
-             "machine": records.machine_info()}
+             **records.provenance(config)}
   cache = workdir / "xla_cache" if config.xla_cache else None
   with layer_study.compilation_cache(cache):
     for task in tasks:
@@ -141,8 +139,7 @@ def run(config, workdir: str) -> dict:
         rows.append(row)
         print(f"{task} L{label}: κ={row['kappa']:.4g} train loss {row['train_loss']:.4f} "
               f"dev {row['dev_metric_name']} {row['dev_metric']:.4f}"
-              + (" (finished before: skipped)" if summary["skipped"] else
-                 f" ({summary['wall_seconds']:.1f}s)"))
+              + layer_study.run_note(summary))
       spearman = {
           f"{p}_vs_{o}": layer_study.spearman_ci(
               [r[p] for r in rows], [r[o] for r in rows], config.num_boot,

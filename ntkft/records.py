@@ -37,6 +37,12 @@ def write_json(path, results: dict) -> dict:
   return out
 
 
+def provenance(config) -> dict:
+  """``{"config": <the ConfigDict as JSON>, "machine": machine_info()}``: what every
+  results.json records about how and where it was made."""
+  return {"config": json.loads(config.to_json_best_effort()), "machine": machine_info()}
+
+
 def machine_info() -> dict:
   """Platform, Python/JAX versions, backend, device kind and counts of this process."""
   device = jax.devices()[0]
