@@ -73,12 +73,6 @@ def _flops(jitted, *args) -> float:
   return float(cost.get("flops", 0.0))
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-  """Measured f32 matmul throughput (GFLOP/s) of this machine: the reference peak."""
-  run, flop = matmul_peak_timer(n)
-  return flop / interleaved_best({"peak": run}, rounds=repeats)["peak"] / 1e9
-
-
 def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

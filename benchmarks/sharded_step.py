@@ -28,9 +28,6 @@ def child(args):
   import jax
   import jax.numpy as jnp
 
-  sys.path.insert(0, str(REPO / "benchmarks"))
-  import common  # noqa: F401  (same timing helper as the other benchmarks)
-
   from ntkft import data, peft
   from ntkft.models import HeadConfig, load_pretrained
   from ntkft.train import losses, mesh as mesh_lib, optim, step as step_lib
