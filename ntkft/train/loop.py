@@ -249,7 +249,7 @@ def run(config, workdir: str) -> dict:
       "task": task.name, "mode": config.mode, "steps": int(state.step),
       "train_loss": train_eval["loss"], "dev_metric": dev[task.primary_metric],
       "dev_metric_name": task.primary_metric, "dev_metrics": dev, "train_metrics": train_eval,
-      "param_distance": float(optax.global_norm(delta)), "lam": config.lam,
+      "param_distance": float(optax.tree.norm(delta)), "lam": config.lam,
       "num_trainable": peft.count(state.trainable), "n_train": len(train_enc),
       "n_eval": len(dev_enc), "wall_seconds": time.time() - t_start,
   }

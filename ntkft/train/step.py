@@ -44,9 +44,9 @@ def train_step(state: TrainState, batch, *, outputs_fn: Callable, loss_fn: Calla
 
   loss, grads = jax.value_and_grad(risk)(state.trainable)
   delta = jax.tree.map(jnp.subtract, state.trainable, state.trainable0)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
-             "param_distance": optax.global_norm(delta),
-             "objective": loss + 0.5 * lam * jnp.square(optax.global_norm(delta))}
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+             "param_distance": optax.tree.norm(delta),
+             "objective": loss + 0.5 * lam * jnp.square(optax.tree.norm(delta))}
   if lam > 0 and pull_form == "loss":
     grads, metrics["pull_on"] = pull.pull_gradient(grads, state.trainable, state.trainable0,
                                                    lam, selective, block_of)

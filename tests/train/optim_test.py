@@ -156,8 +156,8 @@ def test_clipping_bounds_the_update_norm(scale):
   grads = {"a": scale * jnp.arange(6.0).reshape(3, 2), "b": scale * jnp.ones(4)}
   tx = optim.optimizer("sgd", lr, clip_norm=clip)
   updates, _ = tx.update(grads, tx.init(params), params)
-  norm = float(optax.global_norm(updates))
-  grad_norm = float(optax.global_norm(grads))
+  norm = float(optax.tree.norm(updates))
+  grad_norm = float(optax.tree.norm(grads))
   assert norm <= lr * clip * (1 + 1e-12)
   if grad_norm <= clip:  # small gradients pass unchanged
     np.testing.assert_allclose(norm, lr * grad_norm, rtol=1e-12)
