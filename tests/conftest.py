@@ -4,6 +4,11 @@ import pathlib
 
 import pytest
 
+from ntkft import xla_workarounds
+
+# Before any JAX computation (idempotent: importing ntkft already applied it).
+xla_workarounds.apply()
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # The staged datasets live beside the checkout (../shared/data); override with NTKFT_DATA.
 DATA_ROOT = pathlib.Path(os.environ.get("NTKFT_DATA", REPO.parent / "shared" / "data"))
