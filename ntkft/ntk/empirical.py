@@ -75,6 +75,7 @@ import numpy as np
 
 from ntkft.ntk import blocks as blocks_lib
 from ntkft.ntk import chunking
+from ntkft.ntk import lengths as lengths_lib
 from ntkft.typing import ApplyFn, Array, Params
 
 Axes = Union[int, Sequence[int]]
@@ -397,6 +398,8 @@ class _Config:
   eps: Optional[float]
   batch_size: Optional[int]
   memory_budget_bytes: Optional[int]
+  length_buckets: Optional[tuple[int, ...]] = None
+  mask_key: str = "attention_mask"
 
 
 class _KernelEngine:
@@ -416,6 +419,9 @@ class _KernelEngine:
                                config.memory_budget_bytes)
     if config.eps is not None and not config.eps > 0:
       raise ValueError(f"eps must be positive or None, got {config.eps!r}")
+    if config.length_buckets is not None and (
+        config.implementation != NtkImplementation.JACOBIAN_CONTRACTION):
+      raise ValueError("length_buckets needs implementation='jacobian_contraction'")
     self.apply_fn = apply_fn
     self.config = config
     self.block_of = block_of
@@ -469,6 +475,13 @@ class _KernelEngine:
                                  budget)
       chunk = fit if chunk is None else min(chunk, fit)
     return groups, chunk
+
+  def _jacobians(self, jac, diff, rest, x, extra):
+    """Per-example Jacobians of a chunk, length bucket by bucket if configured."""
+    if self.config.length_buckets is None:
+      return jac(diff, rest, x, extra)
+    return lengths_lib.bucketed(lambda xc: jac(diff, rest, xc, extra), x,
+                                self.config.length_buckets, self.config.mask_key)
 
   def __call__(self, x1, x2, params: Params, *extra) -> dict[str, Array]:
     cfg = self.config
@@ -547,7 +560,7 @@ class _KernelEngine:
 
       for r, (r0, r1) in enumerate(rows):
         xa = x1 if single else _take(x1, r0, r1, size1)
-        jac_a = jac(diff, rest, xa, extra) if jc else None
+        jac_a = self._jacobians(jac, diff, rest, xa, extra) if jc else None
         for c, (c0, c1) in enumerate(cols):
           if mirror and c < r:
             continue
@@ -556,7 +569,7 @@ class _KernelEngine:
                       diag_fn(stack(diff, rest, xa, xa, extra)))
           else:
             xb = x2 if single else _take(x2, c0, c1, size2)
-            kblock = (off_fn(jac_a, jac(diff, rest, xb, extra)) if jc else
+            kblock = (off_fn(jac_a, self._jacobians(jac, diff, rest, xb, extra)) if jc else
                       off_fn(stack(diff, rest, xa, xb, extra)))
           if self.on_chunk is not None:
             self.on_chunk(dict(
@@ -581,15 +594,20 @@ class _KernelEngine:
     return {name: result[name] for name in order}
 
 
+def _buckets(length_buckets) -> Optional[tuple[int, ...]]:
+  return None if length_buckets is None else lengths_lib.check_buckets(length_buckets)
+
+
 def _ntk_engine(apply_fn, block_of, trace_axes, diagonal_axes, implementation, batch_size,
-                memory_budget_bytes, on_chunk) -> "_KernelEngine":
+                memory_budget_bytes, on_chunk, length_buckets,
+                mask_key) -> "_KernelEngine":
   """The NTK engine (whole kernel when ``block_of`` is None, else per block)."""
   return _KernelEngine(
       apply_fn,
       _Config(_axes("trace_axes", trace_axes),
               _axes("diagonal_axes", diagonal_axes),
               _implementation(implementation), _NTK, None, batch_size,
-              memory_budget_bytes),
+              memory_budget_bytes, _buckets(length_buckets), mask_key),
       block_of=block_of, on_chunk=on_chunk)
 
 
@@ -605,6 +623,8 @@ def empirical_ntk_fn(
     batch_size: Optional[int] = None,
     memory_budget_bytes: Optional[int] = None,
     on_chunk: Optional[OnChunk] = None,
+    length_buckets: Optional[Sequence[int]] = None,
+    mask_key: str = "attention_mask",
 ) -> Callable[..., Array]:
   """Returns ``ntk_fn(x1, x2, params, *extra)``, the empirical NTK of apply_fn.
 
@@ -625,6 +645,12 @@ def empirical_ntk_fn(
       ((start, stop) example ranges), ``chunk_size`` ((c1, c2) padded sizes),
       ``group``, ``num_groups``, ``num_params`` (parameter group),
       ``jacobian_bytes``, ``memory_budget_bytes``.
+    length_buckets: e.g. ``(16, 32, 48, 64)``: compute each chunk's Jacobians
+      in groups of examples cut to the shortest bucket that holds their real
+      tokens (:mod:`ntkft.ntk.lengths`); same kernel, less work on padding.
+      Needs dict inputs with a padding mask, a model whose outputs ignore
+      padding, and ``"jacobian_contraction"``. None: no cutting.
+    mask_key: the padding mask's key in the inputs (for ``length_buckets``).
 
   Returns:
     ``ntk_fn(x1, x2, params, *extra) -> K``. ``x1``, ``x2``: pytrees of arrays
@@ -637,7 +663,7 @@ def empirical_ntk_fn(
     ValueError: unknown implementation, malformed axes or sizes.
   """
   engine = _ntk_engine(apply_fn, None, trace_axes, diagonal_axes, implementation,
-                       batch_size, memory_budget_bytes, on_chunk)
+                       batch_size, memory_budget_bytes, on_chunk, length_buckets, mask_key)
 
   def ntk_fn(x1, x2, params: Params, *extra) -> Array:
     return engine(x1, x2, params, *extra)[_NTK]
@@ -655,6 +681,8 @@ def per_block_ntk_fn(
     batch_size: Optional[int] = None,
     memory_budget_bytes: Optional[int] = None,
     on_chunk: Optional[OnChunk] = None,
+    length_buckets: Optional[Sequence[int]] = None,
+    mask_key: str = "attention_mask",
 ) -> Callable[..., dict[str, Array]]:
   """Returns ``fn(x1, x2, params, *extra) -> {block: K_b}`` with sum_b K_b = K.
 
@@ -671,7 +699,8 @@ def per_block_ntk_fn(
       :func:`ntkft.ntk.block_names`), or a mode name ``"layer"``,
       ``"layer_projection"``, ``"leaf"``.
     trace_axes, diagonal_axes, implementation, batch_size,
-    memory_budget_bytes, on_chunk: as in :func:`empirical_ntk_fn`.
+    memory_budget_bytes, on_chunk, length_buckets, mask_key: as in
+      :func:`empirical_ntk_fn`.
 
   Returns:
     The per-block kernel function; dict keys in order of first appearance in
@@ -684,7 +713,7 @@ def per_block_ntk_fn(
   if isinstance(block_of, str):
     blocks_lib.block_of_fn(block_of)   # unknown mode -> error now
   engine = _ntk_engine(apply_fn, block_of, trace_axes, diagonal_axes, implementation,
-                       batch_size, memory_budget_bytes, on_chunk)
+                       batch_size, memory_budget_bytes, on_chunk, length_buckets, mask_key)
 
   def block_ntk_fn(x1, x2, params: Params, *extra) -> dict[str, Array]:
     return engine(x1, x2, params, *extra)
@@ -700,6 +729,8 @@ def adam_ntk_fn(
     batch_size: Optional[int] = None,
     memory_budget_bytes: Optional[int] = None,
     on_chunk: Optional[OnChunk] = None,
+    length_buckets: Optional[Sequence[int]] = None,
+    mask_key: str = "attention_mask",
 ) -> Callable[..., Array]:
   """Returns ``fn(x1, x2, params, *extra)``, the Adam (SignGD) kernel.
 
@@ -722,7 +753,8 @@ def adam_ntk_fn(
     apply_fn: as in :func:`empirical_ntk_fn`.
     trace_axes, diagonal_axes: as in :func:`empirical_ntk_fn`.
     eps: None for the exact sign, or a positive smoothing constant.
-    batch_size, memory_budget_bytes, on_chunk: as in :func:`empirical_ntk_fn`.
+    batch_size, memory_budget_bytes, on_chunk, length_buckets, mask_key: as in
+      :func:`empirical_ntk_fn`.
   """
   engine = _KernelEngine(
       apply_fn,
@@ -730,7 +762,7 @@ def adam_ntk_fn(
               _axes("diagonal_axes", diagonal_axes),
               NtkImplementation.JACOBIAN_CONTRACTION, _ADAM,
               None if eps is None else float(eps), batch_size,
-              memory_budget_bytes),
+              memory_budget_bytes, _buckets(length_buckets), mask_key),
       block_of=None, on_chunk=on_chunk)
 
   def kernel_fn(x1, x2, params: Params, *extra) -> Array:
