@@ -24,6 +24,10 @@ def get_config(task: str, runlocal: bool, layers="all",
   c.implementation = "jacobian_contraction"  # or "ntk_vector_products"
   c.chunk_size = 32                 # examples per NTK chunk (0: no chunking)
   c.memory_budget_mb = 0.0          # bound on per-chunk Jacobians (0: none)
+  # e.g. (16, 32, 64, 128): Jacobians of examples cut to the shortest bucket that
+  # holds their tokens (ntkft.ntk.lengths; same kernel, less padding work, one
+  # compile per bucket and group size). (): off. Needs jacobian_contraction.
+  c.length_buckets = ()
   c.progress = True                 # a progress bar over kernel chunks
   if runlocal:
     c.n = 16

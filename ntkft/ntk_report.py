@@ -88,8 +88,8 @@ def block_kernels(config) -> BlockKernels:
   """Per-block NTKs (trace over logits, mean normalization) of ``config.peft`` at θ0.
 
   Reads config.task, model, peft, seed, n, data (:func:`kernel_inputs`),
-  block_by, implementation, chunk_size, and if present memory_budget_mb and
-  progress (a tqdm bar over kernel chunks).
+  block_by, implementation, chunk_size, and if present memory_budget_mb,
+  length_buckets and progress (a tqdm bar over kernel chunks).
   """
   t0 = time.time()
   task = data.get_task(config.task)
@@ -100,7 +100,7 @@ def block_kernels(config) -> BlockKernels:
       apply, config.block_by, trace_axes=(-1,), implementation=config.implementation,
       batch_size=config.chunk_size or None,
       memory_budget_bytes=int(config.get("memory_budget_mb", 0.0) * 2**20) or None,
-      on_chunk=lambda info: bar.update(1))
+      on_chunk=lambda info: bar.update(1), length_buckets=length_buckets(config))
   kernels = {k: np.asarray(v, np.float64) for k, v in block_fn(x, None, trainable, frozen).items()}
   bar.close()
   fx0 = np.asarray(jax.jit(apply)(trainable, x, frozen), np.float64)
@@ -110,6 +110,11 @@ def block_kernels(config) -> BlockKernels:
     counts[block] += int(np.size(leaves[path]))
   return BlockKernels(kernels, counts, fx0, np.asarray(labels), np.asarray(index), task.name,
                       time.time() - t0)
+
+
+def length_buckets(config):
+  """``config.length_buckets`` as the engine takes it: a tuple, or None when empty/absent."""
+  return tuple(config.get("length_buckets", ())) or None
 
 
 def run(config, workdir: str) -> dict:
@@ -127,7 +132,7 @@ def run(config, workdir: str) -> dict:
   bar = tqdm.tqdm(desc=f"{config.kind} kernel chunks", disable=not config.progress)
   kwargs = dict(trace_axes=(-1,), batch_size=config.chunk_size or None,
                 memory_budget_bytes=int(config.memory_budget_mb * 2**20) or None,
-                on_chunk=lambda info: bar.update(1))
+                on_chunk=lambda info: bar.update(1), length_buckets=length_buckets(config))
   if config.kind == "ntk":
     blocks = ntk.per_block_ntk_fn(apply, config.block_by, implementation=config.implementation,
                                   **kwargs)(x, None, trainable, frozen)

@@ -32,3 +32,16 @@ def test_runlocal_writes_kernel_and_spectrum(tmp_path):
   np.testing.assert_allclose(sum(blocks), k, rtol=1e-5, atol=1e-6 * np.abs(k).max())
   assert saved["fx0"].shape == (8, 2) and saved["labels"].shape == (8,)
   assert (tmp_path / "spectrum.png").stat().st_size > 1000
+
+
+def test_length_buckets_give_the_same_kernel(tmp_path):
+  config = ntk_spectrum.get_config("runlocal")
+  config.n = 8
+  config.chunk_size = 0
+  config.progress = False
+  ntk_report.run(config, str(tmp_path / "padded"))
+  config.length_buckets = (16, 32)
+  ntk_report.run(config, str(tmp_path / "cut"))
+  padded = np.load(tmp_path / "padded" / "kernel.npz")["kernel"]
+  cut = np.load(tmp_path / "cut" / "kernel.npz")["kernel"]
+  np.testing.assert_allclose(cut, padded, rtol=0, atol=1e-5 * np.abs(padded).max())
