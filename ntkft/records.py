@@ -44,9 +44,10 @@ def provenance(config) -> dict:
 
 
 def machine_info() -> dict:
-  """Platform, Python/JAX versions, backend, device kind and counts of this process."""
+  """Platform, Python/JAX versions, backend, device kind and counts, XLA_FLAGS of this process."""
   device = jax.devices()[0]
   return {"platform": platform.platform(), "machine": platform.machine(),
           "python": platform.python_version(), "jax": jax.__version__,
           "backend": jax.default_backend(), "device": device.device_kind,
-          "device_count": jax.device_count(), "cpu_count": os.cpu_count()}
+          "device_count": jax.device_count(), "cpu_count": os.cpu_count(),
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
