@@ -19,7 +19,8 @@ average ~13 tokens, so most of the padded work is skipped.
 interpreter (an environment with torch, tokenizers, safetensors; never installed
 here) after each N: the same N-example kernel by PyTorch's per-example
 ``vmap(jacrev)`` over the LoRA parameters, and at N <= ``--paper_max_n`` the
-paper's method (per-example ``jacrev`` over all parameters, then slicing).
+paper's method (per-example ``jacrev`` over all parameters, then slicing), on
+the hand-written functional BERT and (if transformers is there) on HF's BertModel.
 Each measurement runs in its own process, so peak memory (max RSS) is its own.
 """
 import argparse
@@ -94,8 +95,9 @@ def torch_reference(torch_python, n, seq_len, repeats, paper):
   """tools/torch_reference_ntk.py under another interpreter: its JSON line."""
   cmd = [torch_python, str(REPO / "tools" / "torch_reference_ntk.py"),
          "--model_dir", str(resolve_model_dir("minilm-l6")),
-         "--data", str(data.task_data_dir("sst2") / "train.tsv"), "--n", str(n),
-         "--seq_len", str(seq_len), "--repeats", str(repeats)] + (["--paper"] if paper else [])
+         "--data", str(data.task_data_dir("sst2") / "SST-2" / "train.tsv"), "--n", str(n),
+         "--seq_len", str(seq_len), "--repeats", str(repeats)]
+  cmd += ["--paper", "--paper_hf"] if paper else []
   out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
   return json.loads(out.strip().splitlines()[-1])
 
@@ -113,7 +115,8 @@ def row(n, seq_len, repeats, implementations, torch_python=None, paper_max_n=32)
   if torch_python:
     ref = torch_reference(torch_python, n, seq_len, repeats, n <= paper_max_n)
     out.update({k: v for k, v in ref.items() if k.startswith("torch")})
-    for key in ("torch_vmap_jacrev_lora_s", "torch_paper_all_params_s"):
+    for key in ("torch_vmap_jacrev_lora_s", "torch_paper_all_params_s",
+                "torch_paper_hf_all_params_s"):
       if key in out:
         name = key.removeprefix("torch_").removesuffix("_s")
         out[f"{name}_over_jc"] = out[key] / out["jacobian_contraction_s"]
