@@ -649,7 +649,9 @@ def empirical_ntk_fn(
       in groups of examples cut to the shortest bucket that holds their real
       tokens (:mod:`ntkft.ntk.lengths`); same kernel, less work on padding.
       Needs dict inputs with a padding mask, a model whose outputs ignore
-      padding, and ``"jacobian_contraction"``. None: no cutting.
+      padding, and ``"jacobian_contraction"``. Putting the rows back in order
+      briefly holds two more copies of a chunk's Jacobians (outside
+      ``memory_budget_bytes``). None: no cutting.
     mask_key: the padding mask's key in the inputs (for ``length_buckets``).
 
   Returns:
