@@ -31,11 +31,11 @@ def _jaxlib_knows(flag: str) -> bool:
   spec = importlib.util.find_spec("jaxlib")
   if spec is None or spec.origin is None:
     return False
-  lib = pathlib.Path(spec.origin).parent / "libjax_common.so"
-  if not lib.is_file():
-    return False
-  with open(lib, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-    return m.find(flag.encode()) >= 0
+  for lib in sorted(pathlib.Path(spec.origin).parent.glob("libjax_common.*")):  # .so / .dylib
+    with open(lib, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+      if m.find(flag.encode()) >= 0:
+        return True
+  return False
 
 
 def _backends_started() -> bool:

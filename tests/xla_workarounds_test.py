@@ -27,3 +27,8 @@ def test_apply_sets_flags_when_none():
   env = {}
   assert xla_workarounds.apply(env)
   assert env["XLA_FLAGS"] == xla_workarounds.YNN_FUSION_SETTING
+
+
+def test_flag_lookup_in_jaxlib():
+  assert xla_workarounds._jaxlib_knows(xla_workarounds.YNN_FUSION_FLAG)
+  assert not xla_workarounds._jaxlib_knows("xla_cpu_" + "flag_that_does_not_exist")
