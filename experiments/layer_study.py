@@ -248,11 +248,7 @@ def task_kernels(finetune_cfg, task: str, n: int, seed: int, workdir,
   fx0 = np.asarray(jax.jit(apply)(trainable, x, frozen), np.float64)
   targets = np.asarray(losses.targets(encoded.labels, spec.num_labels, spec.is_regression),
                        np.float64).reshape(n, -1)
-  sizes = dict(zip(ntk.leaf_paths(trainable), (int(np.size(a)) for a in
-                                                jax.tree.leaves(trainable))))
-  counts: dict[str, int] = {}
-  for path, block in ntk.block_names(trainable, by="layer").items():
-    counts[block] = counts.get(block, 0) + sizes[path]
+  counts = ntk.block_param_counts(trainable, "layer")
   workdir.mkdir(parents=True, exist_ok=True)
   np.savez(cache, fx0=fx0, targets=targets, labels=encoded.labels, index=index,
            param_counts=json.dumps(counts), **{f"block/{k}": v for k, v in kernels.items()})

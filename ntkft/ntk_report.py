@@ -96,25 +96,24 @@ def block_kernels(config) -> BlockKernels:
   model, trainable, frozen, apply = model_and_subset(config)
   x, labels, index = kernel_inputs(config, model)
   bar = tqdm.tqdm(desc="per-block kernel chunks", disable=not config.get("progress", False))
-  block_fn = ntk.per_block_ntk_fn(
-      apply, config.block_by, trace_axes=(-1,), implementation=config.implementation,
-      batch_size=config.chunk_size or None,
-      memory_budget_bytes=int(config.get("memory_budget_mb", 0.0) * 2**20) or None,
-      on_chunk=lambda info: bar.update(1), length_buckets=length_buckets(config))
+  block_fn = ntk.per_block_ntk_fn(apply, config.block_by, implementation=config.implementation,
+                                  **kernel_options(config, bar))
   kernels = {k: np.asarray(v, np.float64) for k, v in block_fn(x, None, trainable, frozen).items()}
   bar.close()
   fx0 = np.asarray(jax.jit(apply)(trainable, x, frozen), np.float64)
-  leaves = dict(zip(ntk.leaf_paths(trainable), jax.tree.leaves(trainable)))
-  counts = {name: 0 for name in kernels}
-  for path, block in ntk.block_names(trainable, by=config.block_by).items():
-    counts[block] += int(np.size(leaves[path]))
+  counts = ntk.block_param_counts(trainable, config.block_by)
   return BlockKernels(kernels, counts, fx0, np.asarray(labels), np.asarray(index), task.name,
                       time.time() - t0)
 
 
-def length_buckets(config):
-  """``config.length_buckets`` as the engine takes it: a tuple, or None when empty/absent."""
-  return tuple(config.get("length_buckets", ())) or None
+def kernel_options(config, bar) -> dict:
+  """Keyword arguments of the kernel functions from the config: the trace over
+  logits, chunk_size, memory_budget_mb and length_buckets (both optional; 0 and
+  () mean off), and a progress update of ``bar`` per chunk."""
+  return dict(trace_axes=(-1,), batch_size=config.chunk_size or None,
+              memory_budget_bytes=int(config.get("memory_budget_mb", 0.0) * 2**20) or None,
+              on_chunk=lambda info: bar.update(1),
+              length_buckets=tuple(config.get("length_buckets", ())) or None)
 
 
 def run(config, workdir: str) -> dict:
@@ -130,9 +129,7 @@ def run(config, workdir: str) -> dict:
   x, labels, index = kernel_inputs(config, model)
 
   bar = tqdm.tqdm(desc=f"{config.kind} kernel chunks", disable=not config.progress)
-  kwargs = dict(trace_axes=(-1,), batch_size=config.chunk_size or None,
-                memory_budget_bytes=int(config.memory_budget_mb * 2**20) or None,
-                on_chunk=lambda info: bar.update(1), length_buckets=length_buckets(config))
+  kwargs = kernel_options(config, bar)
   if config.kind == "ntk":
     blocks = ntk.per_block_ntk_fn(apply, config.block_by, implementation=config.implementation,
                                   **kwargs)(x, None, trainable, frozen)

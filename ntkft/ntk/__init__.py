@@ -7,11 +7,12 @@ Public API:
   per_block_ntk_fn(apply_fn, block_of, ...) -> fn(...) -> {block: K_b}
   adam_ntk_fn(apply_fn, trace_axes, diagonal_axes, eps, ...) -> fn(...)
   symmetric_part(K), NtkImplementation
-  block_names(params, by), block_of_fn(by), leaf_paths(params)
+  block_names(params, by), block_param_counts(params, by), block_of_fn(by), leaf_paths(params)
   plan_chunks(num_examples, out_size, num_params, itemsize, budget)
 """
 from ntkft.ntk.blocks import BLOCK_MODES
 from ntkft.ntk.blocks import block_names
+from ntkft.ntk.blocks import block_param_counts
 from ntkft.ntk.blocks import block_of_fn
 from ntkft.ntk.blocks import leaf_paths
 from ntkft.ntk.chunking import plan_chunks
@@ -23,7 +24,7 @@ from ntkft.ntk.empirical import per_block_ntk_fn
 from ntkft.ntk.empirical import symmetric_part
 
 __all__ = [
-    "BLOCK_MODES", "NtkImplementation", "adam_ntk_fn", "block_names",
+    "BLOCK_MODES", "NtkImplementation", "adam_ntk_fn", "block_names", "block_param_counts",
     "block_of_fn", "empirical_ntk_fn", "leaf_paths", "per_block_ntk_fn",
     "plan_chunks", "plan_param_groups", "symmetric_part",
 ]

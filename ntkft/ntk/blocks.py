@@ -25,6 +25,7 @@ import re
 from typing import Any, Callable, Mapping, Union
 
 import jax
+import numpy as np
 
 from ntkft.typing import Params
 
@@ -99,6 +100,14 @@ def block_names(params: Params, by: str = "layer") -> dict[str, str]:
   if not paths:
     raise ValueError("block_names: params has no leaves")
   return {p: fn(p) for p in paths}
+
+
+def block_param_counts(params: Params, by: str = "layer") -> dict[str, int]:
+  """{block name: number of parameters} under mode ``by``, blocks in leaf order."""
+  counts: dict[str, int] = {}
+  for block, leaf in zip(block_names(params, by).values(), jax.tree.leaves(params)):
+    counts[block] = counts.get(block, 0) + int(np.size(leaf))
+  return counts
 
 
 def assign_blocks(params: Params, block_of: BlockOf) -> list[str]:

@@ -102,6 +102,17 @@ def test_block_names_maps_every_leaf():
     ntk.block_names({}, by="layer")
 
 
+def test_block_param_counts_sum_leaf_sizes_per_block():
+  _, params = ntkft_like_mlp()
+  sizes = {p: int(np.size(a)) for p, a in zip(ntk.leaf_paths(params), jax.tree.leaves(params))}
+  counts = ntk.block_param_counts(params, "layer")
+  assert list(counts) == ["layer_0", "layer_1", "head"]
+  for block in counts:
+    assert counts[block] == sum(n for p, n in sizes.items()
+                                if ntk.block_names(params, "layer")[p] == block)
+  assert sum(counts.values()) == sum(sizes.values())
+
+
 # ----------------------------------------------------------------- kernels
 
 
