@@ -68,6 +68,36 @@ def save_block_kernels(bk: ntk_report.BlockKernels, path) -> None:
            **{f"block/{k}": v for k, v in bk.kernels.items()})
 
 
+def start(config, workdir) -> tuple[pathlib.Path, ntk_report.BlockKernels]:
+  """Shared start of the per-block kernel experiments: checks config.ridge, creates
+  ``workdir`` and computes :func:`block_kernels`."""
+  if config.ridge < 0:
+    raise ValueError(f"config.ridge={config.ridge} must be >= 0")
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  return workdir, block_kernels(config)
+
+
+def kernel_fields(experiment: str, config, bk: ntk_report.BlockKernels) -> dict:
+  """The leading results.json fields of the per-block kernel experiments."""
+  return {"experiment": experiment, "task": bk.task, "model": config.model.name,
+          "n": int(config.n), "block_by": config.block_by, "ridge": float(config.ridge),
+          "peft": config.peft.to_dict(), "index": bk.index.tolist(),
+          "kernel": "NTK traced over logits (mean), at θ0",
+          "blocks": {b: {"num_params": bk.num_params[b], "trace": float(np.trace(k))}
+                     for b, k in bk.kernels.items()}}
+
+
+def write_results(results: dict, config, bk: ntk_report.BlockKernels, workdir, t0: float) -> dict:
+  """Adds provenance and timings; writes results.json and block_kernels.npz into
+  ``workdir``; returns the JSON-safe results."""
+  results = records.jsonable({**results, **records.provenance(config),
+                              "kernel_seconds": bk.seconds, "wall_seconds": time.time() - t0})
+  (workdir / "results.json").write_text(json.dumps(results, indent=1))
+  save_block_kernels(bk, workdir / "block_kernels.npz")
+  return results
+
+
 def resolve_blocks(entry: Any, names: Sequence[str], where: str) -> tuple[str, ...]:
   """Block names of one entry: an int layer index, a block name, or a tuple of them."""
   items = entry if isinstance(entry, (tuple, list)) else (entry,)
@@ -187,11 +217,7 @@ def plot_all(results: dict, outdir) -> list[str]:
 def run(config, workdir: str) -> dict:
   """Per-block kernels once, then the spectrum of each layer choice; returns results."""
   t0 = time.time()
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  if config.ridge < 0:
-    raise ValueError(f"config.ridge={config.ridge} must be >= 0")
-  bk = block_kernels(config)
+  workdir, bk = start(config, workdir)
   names = list(bk.kernels)
   sets = resolve_choices(config.choices, names)
   choices = []
@@ -203,18 +229,8 @@ def run(config, workdir: str) -> dict:
     print(f"{choice['label']:>12}: κ={choice['kappa']:.4g} λmin={choice['lambda_min']:.4g} "
           f"λmax={choice['lambda_max']:.4g} eff.rank={choice['effective_rank']:.3g} "
           f"({choice['num_params']} params)")
-  results = {
-      "experiment": "ntk_spectra", "task": bk.task, "model": config.model.name,
-      "n": int(config.n), "block_by": config.block_by, "ridge": float(config.ridge),
-      "peft": config.peft.to_dict(), "index": bk.index.tolist(),
-      "kernel": "NTK traced over logits (mean), at θ0",
-      "blocks": {b: {"num_params": bk.num_params[b], "trace": float(np.trace(k))}
-                 for b, k in bk.kernels.items()},
-      "choices": choices, **records.provenance(config), "kernel_seconds": bk.seconds,
-      "wall_seconds": time.time() - t0}
-  results = records.jsonable(results)
-  (workdir / "results.json").write_text(json.dumps(results, indent=1))
-  save_block_kernels(bk, workdir / "block_kernels.npz")
+  results = write_results({**kernel_fields("ntk_spectra", config, bk), "choices": choices},
+                          config, bk, workdir, t0)
   plot_all(results, workdir)
   return results
 

@@ -28,7 +28,6 @@ Orders (``config.order``): ``"sequential"`` (model order), ``"greedy"`` (the
 greedy min-κ order of :func:`ntkft.select.greedy_select` over all blocks), or
 comma-separated layer indices / block names (``"5,4,3"``; a subset is allowed).
 """
-import json
 import math
 import pathlib
 import time
@@ -39,7 +38,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from experiments import ntk_spectra
-from ntkft import cli, records, select
+from ntkft import cli, select
 
 ORDERS = ("sequential", "greedy")
 
@@ -221,11 +220,7 @@ def plot_all(results: dict, outdir) -> list[str]:
 def run(config, workdir: str) -> dict:
   """Per-block kernels once, then bounds vs exact spectra step by step; returns results."""
   t0 = time.time()
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  if config.ridge < 0:
-    raise ValueError(f"config.ridge={config.ridge} must be >= 0")
-  bk = ntk_spectra.block_kernels(config)
+  workdir, bk = ntk_spectra.start(config, workdir)
   order = resolve_order(config.order, bk.kernels, config.ridge)
   steps = bound_steps(bk.kernels, order, config.ridge, config.rtol)
   for t, step in enumerate(steps):
@@ -236,22 +231,13 @@ def run(config, workdir: str) -> dict:
           f"{step['lambda_min_upper']:.4g}], λmax={step['lambda_max']:.4g} in "
           f"[{step['lambda_max_lower']:.4g}, {step['lambda_max_upper']:.4g}], "
           f"violations {step['violations']}/{step['checks']}")
-  results = {
-      "experiment": "perturbation_bounds", "task": bk.task, "model": config.model.name,
-      "n": int(config.n), "block_by": config.block_by, "ridge": float(config.ridge),
-      "rtol": float(config.rtol), "order_rule": config.order, "order": order,
-      "peft": config.peft.to_dict(), "index": bk.index.tolist(),
-      "kernel": "NTK traced over logits (mean), at θ0",
-      "blocks": {b: {"num_params": bk.num_params[b], "trace": float(np.trace(k))}
-                 for b, k in bk.kernels.items()},
-      "steps": steps,
-      "total_checks": int(sum(s["checks"] for s in steps)),
-      "total_violations": int(sum(s["violations"] for s in steps)),
-      **records.provenance(config), "kernel_seconds": bk.seconds,
-      "wall_seconds": time.time() - t0}
-  results = records.jsonable(results)
-  (workdir / "results.json").write_text(json.dumps(results, indent=1))
-  ntk_spectra.save_block_kernels(bk, workdir / "block_kernels.npz")
+  results = ntk_spectra.write_results(
+      {**ntk_spectra.kernel_fields("perturbation_bounds", config, bk),
+       "rtol": float(config.rtol), "order_rule": config.order, "order": order,
+       "steps": steps,
+       "total_checks": int(sum(s["checks"] for s in steps)),
+       "total_violations": int(sum(s["violations"] for s in steps))},
+      config, bk, workdir, t0)
   plot_all(results, workdir)
   print(f"{results['total_violations']} violations in {results['total_checks']} checks")
   return results
