@@ -12,6 +12,7 @@ regenerates it and, when the results record it, the machine that produced them
 (for the README).
 """
 import argparse
+import importlib
 import json
 import os
 import pathlib
@@ -19,46 +20,28 @@ import sys
 from typing import Callable, Optional, Sequence
 
 
-def _lambda_sweep(results, outdir):
-  from experiments import lambda_sweep
-  return lambda_sweep.plot_all(results, outdir)
+def _plot_all(name: str) -> Callable:
+  """``experiments.<name>.plot_all(results, outdir) -> [PNG paths]``, imported when called."""
 
+  def draw(results, outdir):
+    return importlib.import_module(f"experiments.{name}").plot_all(results, outdir)
 
-def _ntk_spectra(results, outdir):
-  from experiments import ntk_spectra
-  return ntk_spectra.plot_all(results, outdir)
-
-
-def _spectrum_correlation(results, outdir):
-  from experiments import spectrum_correlation
-  path = str(pathlib.Path(outdir) / "spectrum_correlation_scatter.png")
-  spectrum_correlation.plot_scatter(results, path)
-  return [path]
-
-
-def _perturbation_bounds(results, outdir):
-  from experiments import perturbation_bounds
-  return perturbation_bounds.plot_all(results, outdir)
-
-
-def _selection_validation(results, outdir):
-  from experiments import selection_validation
-  path = str(pathlib.Path(outdir) / "selection_validation_arms.png")
-  selection_validation.plot_arms(results, path)
-  return [path]
+  return draw
 
 
 # name -> (notebook, title, fn(results dict, outdir) -> [PNG paths]), in notebook order.
 EXPERIMENTS: dict[str, tuple[str, str, Callable]] = {
-    "lambda_sweep": ("01_regimes_vs_lambda.ipynb", "The three regimes vs λ", _lambda_sweep),
-    "ntk_spectra": ("02_ntk_spectra.ipynb", "NTK spectra at θ0 per layer choice", _ntk_spectra),
-    "spectrum_correlation": ("03_kappa_vs_outcomes.ipynb",
-                             "κ vs train loss and dev metric", _spectrum_correlation),
+    "lambda_sweep": ("01_regimes_vs_lambda.ipynb", "The three regimes vs λ",
+                     _plot_all("lambda_sweep")),
+    "ntk_spectra": ("02_ntk_spectra.ipynb", "NTK spectra at θ0 per layer choice",
+                    _plot_all("ntk_spectra")),
+    "spectrum_correlation": ("03_kappa_vs_outcomes.ipynb", "κ vs train loss and dev metric",
+                             _plot_all("spectrum_correlation")),
     "perturbation_bounds": ("04_perturbation_bounds.ipynb",
                             "Weyl bounds vs exact eigenvalues as layers are added",
-                            _perturbation_bounds),
-    "selection_validation": ("05_layer_selection.ipynb",
-                             "Spectral layer selection vs baselines", _selection_validation),
+                            _plot_all("perturbation_bounds")),
+    "selection_validation": ("05_layer_selection.ipynb", "Spectral layer selection vs baselines",
+                             _plot_all("selection_validation")),
 }
 
 

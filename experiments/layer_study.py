@@ -256,6 +256,21 @@ def task_kernels(finetune_cfg, task: str, n: int, seed: int, workdir,
           "index": index, "param_counts": counts, "seconds": time.time() - t0}
 
 
+def kernels_per_task(config, workdir):
+  """Yields ``(task, task_kernels(...))`` for each of ``config.tasks``.
+
+  The loop that heads both layer studies: kernels (and everything the caller
+  does before asking for the next task) run inside the persistent compilation
+  cache ``workdir/xla_cache`` when ``config.xla_cache``; each task's kernels
+  are cached in ``workdir/<task>/kernels.npz``.
+  """
+  workdir = pathlib.Path(workdir)
+  with compilation_cache(workdir / "xla_cache" if config.xla_cache else None):
+    for task in parse_tasks(config.tasks):
+      yield task, task_kernels(config.finetune, task, config.n_kernel, config.seed,
+                               workdir / task, config.kernel_chunk)
+
+
 def set_blocks(layers: Sequence[int], head: bool) -> list[str]:
   """Block names of layer set S: ``layer_<i>`` for i in S, plus ``head``."""
   return [f"layer_{i}" for i in layers] + ([HEAD] if head else [])

@@ -117,6 +117,15 @@ def _mean_std(values) -> tuple[float, float]:
   return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
+def plot_all(results: dict, outdir) -> list[str]:
+  """Every figure of this experiment into ``outdir``: [selection_validation_arms.png]."""
+  outdir = pathlib.Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  path = outdir / "selection_validation_arms.png"
+  plot_arms(results, path)
+  return [str(path)]
+
+
 def plot_arms(results: dict, path):
   """Dev metric mean ± std (sample std over seeds) per arm, one panel per task.
 
@@ -170,7 +179,7 @@ def run(config, workdir: str) -> dict:
   t0 = time.time()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  tasks = layer_study.parse_tasks(config.tasks)
+  layer_study.parse_tasks(config.tasks)  # fail on a bad task name before any work
   num_layers = layer_study.num_layers_of(config.finetune.model.name)
   seeds = tuple(int(s) for s in config.seeds)
   if not seeds or len(set(seeds)) != len(seeds):
@@ -180,45 +189,41 @@ def run(config, workdir: str) -> dict:
   head = bool(config.finetune.peft.head)
   k = int(config.budget)
   results = {"tasks": {}, "head_in_kernel": head, **records.provenance(config)}
-  cache = workdir / "xla_cache" if config.xla_cache else None
-  with layer_study.compilation_cache(cache):
-    for task in tasks:
-      tk = layer_study.task_kernels(config.finetune, task, config.n_kernel, config.seed,
-                                    workdir / task, config.kernel_chunk)
-      selector = select_layers(tk, num_layers, k, head, config.criterion, config.search,
-                               config.ridge, config.residual)
-      print(f"{task}: kernels on n={config.n_kernel} ({tk['seconds']:.1f}s); selector "
-            f"{config.criterion} ({config.search}) -> {selector['layers']}; others "
-            + ", ".join(f"{c} -> {o['layers']}" for c, o in selector["other_criteria"].items()))
-      arms = {}
-      metric_name = None
-      for name, layers in arm_layers(selector["layers"], num_layers, k, config.num_random,
-                                     config.random_seed, task).items():
-        stats = layer_study.set_stats(tk, layers, head)
-        arm = {"layers": list(layers), "seeds": list(seeds), "dev_metric": [],
-               "train_loss": [], "run_seconds": [], "kernel": stats}
-        for seed in seeds:
-          label = layer_study.layer_label(layers)
-          summary = layer_study.finetune(config.finetune, task, layers, seed,
-                                         workdir / task / "runs" / f"L{label}_s{seed}",
-                                         config.keep_checkpoints)
-          layer_study.check_num_params(stats["num_params"], summary, f"{task} {name}")
-          arm["dev_metric"].append(summary["dev_metric"])
-          arm["train_loss"].append(summary["train_loss"])
-          arm["run_seconds"].append(0.0 if summary["skipped"] else summary["wall_seconds"])
-          metric_name = summary["dev_metric_name"]
-          print(f"{task} {name} L{label} seed {seed}: dev {metric_name} "
-                f"{summary['dev_metric']:.4f} train loss {summary['train_loss']:.4f}"
-                + layer_study.run_note(summary))
-        arm["mean"], arm["std"] = _mean_std(arm["dev_metric"])
-        arm["train_loss_mean"], arm["train_loss_std"] = _mean_std(arm["train_loss"])
-        arms[name] = arm
-      results["tasks"][task] = {
-          "selector": selector, "arms": arms, "dev_metric_name": metric_name,
-          "kernel": layer_study.kernel_record(config.n_kernel, tk)}
-      layer_study.write_results(results, workdir, t0)  # after every task: partial results
+  for task, tk in layer_study.kernels_per_task(config, workdir):
+    selector = select_layers(tk, num_layers, k, head, config.criterion, config.search,
+                             config.ridge, config.residual)
+    print(f"{task}: kernels on n={config.n_kernel} ({tk['seconds']:.1f}s); selector "
+          f"{config.criterion} ({config.search}) -> {selector['layers']}; others "
+          + ", ".join(f"{c} -> {o['layers']}" for c, o in selector["other_criteria"].items()))
+    arms = {}
+    metric_name = None
+    for name, layers in arm_layers(selector["layers"], num_layers, k, config.num_random,
+                                   config.random_seed, task).items():
+      stats = layer_study.set_stats(tk, layers, head)
+      arm = {"layers": list(layers), "seeds": list(seeds), "dev_metric": [],
+             "train_loss": [], "run_seconds": [], "kernel": stats}
+      for seed in seeds:
+        label = layer_study.layer_label(layers)
+        summary = layer_study.finetune(config.finetune, task, layers, seed,
+                                       workdir / task / "runs" / f"L{label}_s{seed}",
+                                       config.keep_checkpoints)
+        layer_study.check_num_params(stats["num_params"], summary, f"{task} {name}")
+        arm["dev_metric"].append(summary["dev_metric"])
+        arm["train_loss"].append(summary["train_loss"])
+        arm["run_seconds"].append(0.0 if summary["skipped"] else summary["wall_seconds"])
+        metric_name = summary["dev_metric_name"]
+        print(f"{task} {name} L{label} seed {seed}: dev {metric_name} "
+              f"{summary['dev_metric']:.4f} train loss {summary['train_loss']:.4f}"
+              + layer_study.run_note(summary))
+      arm["mean"], arm["std"] = _mean_std(arm["dev_metric"])
+      arm["train_loss_mean"], arm["train_loss_std"] = _mean_std(arm["train_loss"])
+      arms[name] = arm
+    results["tasks"][task] = {
+        "selector": selector, "arms": arms, "dev_metric_name": metric_name,
+        "kernel": layer_study.kernel_record(config.n_kernel, tk)}
+    layer_study.write_results(results, workdir, t0)  # after every task: partial results
   results = layer_study.write_results(results, workdir, t0)
-  plot_arms(results, workdir / "selection_validation_arms.png")
+  plot_all(results, workdir)
   for task, out in results["tasks"].items():
     print(f"\n### {task}: dev {out['dev_metric_name']} mean ± std over seeds {list(seeds)} "
           f"(selector {out['selector']['criterion']}, {out['selector']['search']})\n")

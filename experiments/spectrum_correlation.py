@@ -67,6 +67,15 @@ def _ci_text(s: dict) -> str:
   return f"ρ={rho:+.2f} [{lo:+.2f}, {hi:+.2f}], n={s['n']}"
 
 
+def plot_all(results: dict, outdir) -> list[str]:
+  """Every figure of this experiment into ``outdir``: [spectrum_correlation_scatter.png]."""
+  outdir = pathlib.Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  path = outdir / "spectrum_correlation_scatter.png"
+  plot_scatter(results, path)
+  return [str(path)]
+
+
 def plot_scatter(results: dict, path):
   """κ(K_S) (log x) vs final train loss and vs dev metric; one row per task.
 
@@ -111,46 +120,41 @@ def run(config, workdir: str) -> dict:
   t0 = time.time()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  tasks = layer_study.parse_tasks(config.tasks)
   num_layers = layer_study.num_layers_of(config.finetune.model.name)
   layer_sets = layer_study.check_layer_sets(
       config.layer_sets or layer_study.singles_and_adjacent_pairs(num_layers), num_layers)
   head = bool(config.finetune.peft.head)
   results = {"tasks": {}, "layer_sets": [list(s) for s in layer_sets], "head_in_kernel": head,
              **records.provenance(config)}
-  cache = workdir / "xla_cache" if config.xla_cache else None
-  with layer_study.compilation_cache(cache):
-    for task in tasks:
-      tk = layer_study.task_kernels(config.finetune, task, config.n_kernel, config.seed,
-                                    workdir / task, config.kernel_chunk)
-      print(f"{task}: kernels on n={config.n_kernel} ({tk['seconds']:.1f}s; "
-            f"blocks {sorted(tk['kernels'])})")
-      rows = []
-      for layers in layer_sets:
-        row = {"layers": list(layers), **layer_study.set_stats(tk, layers, head)}
-        label = layer_study.layer_label(layers)
-        summary = layer_study.finetune(config.finetune, task, layers, config.seed,
-                                       workdir / task / "runs" / f"L{label}",
-                                       config.keep_checkpoints)
-        layer_study.check_num_params(row["num_params"], summary, f"{task} layers {label}")
-        row.update(train_loss=summary["train_loss"], dev_metric=summary["dev_metric"],
-                   dev_metric_name=summary["dev_metric_name"],
-                   run_seconds=summary["wall_seconds"], skipped=summary["skipped"])
-        rows.append(row)
-        print(f"{task} L{label}: κ={row['kappa']:.4g} train loss {row['train_loss']:.4f} "
-              f"dev {row['dev_metric_name']} {row['dev_metric']:.4f}"
-              + layer_study.run_note(summary))
-      spearman = {
-          f"{p}_vs_{o}": layer_study.spearman_ci(
-              [r[p] for r in rows], [r[o] for r in rows], config.num_boot,
-              seed=config.boot_seed)
-          for p in layer_study.PREDICTORS for o in layer_study.OUTCOMES}
-      results["tasks"][task] = {
-          "rows": rows, "spearman": spearman,
-          "kernel": layer_study.kernel_record(config.n_kernel, tk)}
-      layer_study.write_results(results, workdir, t0)  # after every task: partial results
+  for task, tk in layer_study.kernels_per_task(config, workdir):
+    print(f"{task}: kernels on n={config.n_kernel} ({tk['seconds']:.1f}s; "
+          f"blocks {sorted(tk['kernels'])})")
+    rows = []
+    for layers in layer_sets:
+      row = {"layers": list(layers), **layer_study.set_stats(tk, layers, head)}
+      label = layer_study.layer_label(layers)
+      summary = layer_study.finetune(config.finetune, task, layers, config.seed,
+                                     workdir / task / "runs" / f"L{label}",
+                                     config.keep_checkpoints)
+      layer_study.check_num_params(row["num_params"], summary, f"{task} layers {label}")
+      row.update(train_loss=summary["train_loss"], dev_metric=summary["dev_metric"],
+                 dev_metric_name=summary["dev_metric_name"],
+                 run_seconds=summary["wall_seconds"], skipped=summary["skipped"])
+      rows.append(row)
+      print(f"{task} L{label}: κ={row['kappa']:.4g} train loss {row['train_loss']:.4f} "
+            f"dev {row['dev_metric_name']} {row['dev_metric']:.4f}"
+            + layer_study.run_note(summary))
+    spearman = {
+        f"{p}_vs_{o}": layer_study.spearman_ci(
+            [r[p] for r in rows], [r[o] for r in rows], config.num_boot,
+            seed=config.boot_seed)
+        for p in layer_study.PREDICTORS for o in layer_study.OUTCOMES}
+    results["tasks"][task] = {
+        "rows": rows, "spearman": spearman,
+        "kernel": layer_study.kernel_record(config.n_kernel, tk)}
+    layer_study.write_results(results, workdir, t0)  # after every task: partial results
   results = layer_study.write_results(results, workdir, t0)
-  plot_scatter(results, workdir / "spectrum_correlation_scatter.png")
+  plot_all(results, workdir)
   for task, out in results["tasks"].items():
     print(f"\n### {task} (n_kernel={out['kernel']['n']}, dev metric "
           f"{out['rows'][0]['dev_metric_name']})\n")

@@ -75,13 +75,6 @@ for path in {name}.plot_all(results, WORKDIR):
   display(Image(filename=path))'''
 
 
-def show_one(fn: str, png: str) -> str:
-  return LOAD + f'''
-path = os.path.join(WORKDIR, "{png}")
-{{name}}.{fn}(results, path)
-display(Image(filename=path))'''
-
-
 SWITCH_MD = """\
 **Scale.** `RUNLOCAL = True` runs the config's `runlocal` variant, a smoke run that finishes in a
 few minutes on 2 CPU cores (CI executes every notebook this way). `RUNLOCAL = False` runs the
@@ -172,7 +165,7 @@ trace is ~50-1000× that of one LoRA layer), so κ(K_S) varies little across lay
 **Figure.** One row per task: κ(K_S) at θ0 (dimensionless, log x) against the final train loss
 (left, cross-entropy in nats) and against the dev metric (right), one point per layer set S
 (labelled by its layers), Spearman ρ and its 95% CI in the titles.""",
-        plot=show_one("plot_scatter", "spectrum_correlation_scatter.png"),
+        plot=SHOW_ALL,
         extra='''\
 for task, out in results["tasks"].items():
   print(f"## {task}")
@@ -234,7 +227,7 @@ is already worse than the best exact value found.""",
 **Figure.** One panel per task: the dev metric of each arm (mean ± sample standard deviation over
 seeds as a bar, the seeds as dots); the selector's arm in red, the first/last-layer baselines in
 blue, the random pairs in grey; tick labels give each arm's layers.""",
-        plot=show_one("plot_arms", "selection_validation_arms.png"),
+        plot=SHOW_ALL,
         extra='''\
 for task, out in results["tasks"].items():
   print(f"{task}: selector {out['selector']['criterion']} chose layers {out['selector']['layers']}")
