@@ -42,11 +42,13 @@ def test_batched_jacobian_rows_match_per_example_gradients():
   apply, trainable, frozen, x = _model_and_batch()
   kernel = ntk.empirical_ntk_fn(apply, trace_axes=())(x, None, trainable, frozen)  # (N, N, 2, 2)
 
-  grad = jax.jit(jax.grad(lambda p, x, c: apply(p, x, frozen)[0, c]), static_argnums=2)
+  # The frozen weights are a jit argument, not a closed-over constant.
+  grad = jax.jit(jax.grad(lambda p, x, f, c: apply(p, x, f)[0, c]), static_argnums=3)
   rows = []
   for i in range(N):
     one = {k: v[i:i + 1] for k, v in x.items()}
-    rows.append([jnp.concatenate([g.ravel() for g in jax.tree.leaves(grad(trainable, one, c))])
+    rows.append([jnp.concatenate([g.ravel() for g in
+                                  jax.tree.leaves(grad(trainable, one, frozen, c))])
                  for c in (0, 1)])
   jac = jnp.stack([jnp.stack(r) for r in rows])                     # (N, 2, P)
   expected = jnp.einsum("icp,jdp->ijcd", jac, jac)
