@@ -26,6 +26,7 @@ EXTRAS_REQUIRE = {
         "nbclient>=0.11",
         "nbformat>=5.11",
         "ipykernel>=7.4",
+        "ruff>=0.17",
     ],
     "tfds": ["tensorflow-datasets>=4.9"],
 }

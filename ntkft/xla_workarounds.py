@@ -9,7 +9,7 @@ by 1.3% of its largest entry, 2-4% for N=64 or untraced outputs), while N <= 24,
 the first class, forward passes and train-step gradients were right. Removing
 the reduce fusions (``--xla_cpu_experimental_ynn_fusion_type=-reduce``) gives
 kernels equal to those of unfused dots and to per-example ``jax.grad``;
-``tests/ntk/xla_reduce_fusion_test.py`` guards it.
+``tests/xla_reduce_fusion_test.py`` guards it.
 
 The flag is added to ``XLA_FLAGS`` unless the user set that flag already, and
 only if this jaxlib knows it (XLA aborts on unknown flags). XLA reads

@@ -1,4 +1,4 @@
-"""Shared pytest setup: data locations and markers."""
+"""Shared pytest setup: data locations (the `slow` marker is registered in pytest.ini)."""
 import os
 import pathlib
 
@@ -14,10 +14,6 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 DATA_ROOT = pathlib.Path(os.environ.get("NTKFT_DATA", REPO.parent / "shared" / "data"))
 GLUE_DIR = DATA_ROOT / "glue"
 FIXTURES = REPO / "tests" / "fixtures"
-
-
-def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: long-running; excluded from `make test`")
 
 
 @pytest.fixture

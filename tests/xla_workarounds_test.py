@@ -1,4 +1,4 @@
-"""ntkft.xla_workarounds: the XLA_FLAGS edit (the numerical guard is tests/ntk/xla_reduce_fusion_test.py)."""
+"""ntkft.xla_workarounds: the XLA_FLAGS edit (the numerical guard is tests/xla_reduce_fusion_test.py)."""
 import os
 
 from ntkft import xla_workarounds
