@@ -27,7 +27,7 @@ def get_config(arg=None, mode="linearized"):
   c.peft = dict(methods=("lora",), layers="all", targets=("query", "value"), rank=8,
                 alpha=16.0, dropout=0.0, init="zero_b", head=True)
 
-  c.data = dict(root=None,        # None: $NTKFT_DATA or ../shared/data
+  c.data = dict(root=config_dict.placeholder(str),  # None: $NTKFT_DATA or ../shared/data
                 # "<k>-<seed>" (e.g. "512-13"): read every split from the LM-BFF
                 # few-shot folder <root>/k-shot-1k-test/<TASK>/<k>-<seed> (its
                 # "test" split is the GLUE dev set); "": the full GLUE folders.

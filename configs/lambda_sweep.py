@@ -12,6 +12,7 @@ otherwise η = lr. ``:runlocal`` is a CPU smoke run (< 3 min): MiniLM, LoRA on
 layer 5, n_train = n_eval = 8, max_len 32, 12 steps.
 """
 import ml_collections
+from ml_collections import config_dict
 
 from ntkft import config_lib
 
@@ -36,7 +37,8 @@ def get_config(arg=None):
   c.steps = 100
   c.record_every = 10
   c.ntk_batch_size = 16             # example chunk of the kernel computation
-  c.data = dict(root=None, train_split="train", eval_split="dev", max_len=64)
+  c.data = dict(root=config_dict.placeholder(str),  # None: $NTKFT_DATA or ../shared/data
+                train_split="train", eval_split="dev", max_len=64)
   if arg.runlocal:
     c.n_train = 8
     c.n_eval = 8

@@ -5,6 +5,7 @@ Used by configs/{ntk_spectrum,select_layers,ntk_spectra,perturbation_bounds}.py
 n=16 examples, chunks of 8, max_len 64 (a CPU smoke run).
 """
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config(task: str, runlocal: bool, layers="all",
@@ -20,7 +21,7 @@ def get_config(task: str, runlocal: bool, layers="all",
   c.peft = dict(methods=("lora",), layers=layers, targets=("query", "value"), rank=8,
                 alpha=16.0, dropout=0.0, init="zero_b", head=False)
   c.block_by = block_by             # per-block kernels: "layer" | "layer_projection" | "leaf"
-  c.data = dict(root=None, split="train", max_len=128)
+  c.data = dict(root=config_dict.placeholder(str), split="train", max_len=128)
   c.implementation = "jacobian_contraction"  # or "ntk_vector_products"
   c.chunk_size = 32                 # examples per NTK chunk (0: no chunking)
   c.memory_budget_mb = 0.0          # bound on per-chunk Jacobians (0: none)

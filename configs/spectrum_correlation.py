@@ -35,6 +35,7 @@ the LoRA blocks), so κ(K_S) moves little across layer sets; ``kappa_layers_only
 is reported beside it.
 """
 import ml_collections
+from ml_collections import config_dict
 
 from ntkft import config_lib
 
@@ -50,9 +51,9 @@ def finetune_settings(runlocal: bool) -> ml_collections.ConfigDict:
   # LoRA r=8 on query/value of the layer set (layers set per run) + the head.
   f.peft = dict(methods=("lora",), targets=("query", "value"), rank=8, alpha=16.0,
                 dropout=0.0, init="zero_b", head=True)
-  f.data = dict(root=None, kshot="512-13", train_split="train", eval_split="test",
-                n_train=256, n_eval=256, stratified=True, max_len=64, buckets=(32, 64),
-                batch_size=16, eval_batch_size=128)
+  f.data = dict(root=config_dict.placeholder(str), kshot="512-13", train_split="train",
+                eval_split="test", n_train=256, n_eval=256, stratified=True, max_len=64,
+                buckets=(32, 64), batch_size=16, eval_batch_size=128)
   # lr 5e-3: at 1e-3, 32 steps left QNLI at chance (train loss 0.68, dev 0.51 for
   # layers (4, 5)); at 5e-3 QNLI reached 0.61 / 0.55 and SST-2 0.24 / 0.77.
   f.optim = dict(name="adam", lr=5e-3, warmup_steps=4, decay="linear")
