@@ -11,13 +11,15 @@ module is not there, are skipped with a printed line. Also writes
 regenerates it and, when the results record it, the machine that produced them
 (for the README).
 """
-import argparse
 import importlib
 import json
 import os
 import pathlib
-import sys
 from typing import Callable, Optional, Sequence
+
+from absl import flags
+
+from ntkft import cli
 
 
 def _plot_all(name: str) -> Callable:
@@ -105,16 +107,19 @@ def regenerate(results_dir, out_dir, names: Optional[Sequence[str]] = None) -> d
   return written
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--results", default="docs/results",
-                      help="folder with <experiment>/results.json")
-  parser.add_argument("--out", default="docs/figures", help="folder for the PNGs")
-  parser.add_argument("--only", default="", help="comma-separated experiments (default: all)")
-  args = parser.parse_args(argv)
-  names = [n.strip() for n in args.only.split(",") if n.strip()] or None
-  return regenerate(args.results, args.out, names)
+def _define_flags() -> None:
+  """CLI flags, defined only when run as a program (the module is importable as a library)."""
+  flags.DEFINE_string("results", "docs/results", "Folder with <experiment>/results.json.")
+  flags.DEFINE_string("out", "docs/figures", "Folder for the PNGs.")
+  flags.DEFINE_string("only", "", "Comma-separated experiments (default: all).")
+
+
+def main() -> dict:
+  """The program: :func:`regenerate` with the flags' folders and experiments."""
+  names = [n.strip() for n in flags.FLAGS.only.split(",") if n.strip()] or None
+  return regenerate(flags.FLAGS.results, flags.FLAGS.out, names)
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  _define_flags()
+  cli.main(main)

@@ -4,24 +4,15 @@
       --config.task=rte --config.lam=0.1
 
 Re-running the same command resumes from the last checkpoint in --workdir.
+Errors print one ``error:`` line (``--verbose`` for the traceback; ntkft.cli).
 """
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:args]).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (checkpoints, logs, summary).")
-flags.mark_flags_as_required(["config", "workdir"])
+from ntkft import cli
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+def run(config, workdir: str) -> None:
   from ntkft.train import loop  # after flag parsing: keeps --help fast
-  loop.run(_CONFIG.value, _WORKDIR.value)
+  loop.run(config, workdir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_main(run)

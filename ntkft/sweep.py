@@ -21,18 +21,16 @@ import json
 import pathlib
 import re
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, flags
 
-def _define_flags():
+from ntkft import cli
+
+def _define_flags() -> None:
   """CLI flags, defined only when run as a program (the module is importable as a library)."""
-  return dict(
-      config=config_flags.DEFINE_config_file("config", None, "Base config file (path[:args]).",
-                                             lock_config=True),
-      sweep=flags.DEFINE_string("sweep", None, "Sweep file (path[:arg]) defining get_sweep()."),
-      workdir=flags.DEFINE_string("workdir", None, "Sweep folder (one subfolder per point)."),
-      shard=flags.DEFINE_string("shard", "0/1", "i/n: run the points k with k mod n == i."),
-      collect=flags.DEFINE_bool("collect", False, "Merge the summaries into results.csv/json."))
+  cli.define_flags()  # --config (the base config; only needed to run points), --workdir
+  flags.DEFINE_string("sweep", None, "Sweep file (path[:arg]) defining get_sweep().")
+  flags.DEFINE_string("shard", "0/1", "i/n: run the points k with k mod n == i.")
+  flags.DEFINE_bool("collect", False, "Merge the summaries into results.csv/json.")
 
 
 def load_sweep(spec: str) -> list[dict]:
@@ -138,23 +136,20 @@ def collect(points: list[dict], workdir) -> list[dict]:
   return rows
 
 
-def main(argv, f):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  points = load_sweep(f["sweep"].value)
-  if f["collect"].value:
-    rows = collect(points, f["workdir"].value)
+def main() -> None:
+  """The program: runs this shard's points, or ``--collect``s them (reads the flags)."""
+  f = flags.FLAGS
+  points = load_sweep(f.sweep)
+  if f.collect:
+    rows = collect(points, f.workdir)
     done = sum(r["status"] == "done" for r in rows)
-    print(f"[sweep] collected {done}/{len(rows)} points into {f['workdir'].value}/results.csv")
+    print(f"[sweep] collected {done}/{len(rows)} points into {f.workdir}/results.csv")
     return
-  if f["config"].value is None:
+  if f.config is None:
     raise app.UsageError("--config is required to run points")
-  run_shard(f["config"].value, points, f["workdir"].value, parse_shard(f["shard"].value))
+  run_shard(f.config, points, f.workdir, parse_shard(f.shard))
 
 
 if __name__ == "__main__":
-  _flags = _define_flags()
-  flags.mark_flags_as_required(["sweep", "workdir"])
-  app.run(lambda argv: main(argv, _flags))
+  _define_flags()
+  cli.main(main, required=("sweep", "workdir"))

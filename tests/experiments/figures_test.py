@@ -49,7 +49,7 @@ def stored_results(tmp_path_factory):
 
 def test_regenerate_writes_pngs_and_skips_missing(stored_results, tmp_path, capsys):
   out = tmp_path / "figures"
-  written = figures.main([f"--results={stored_results}", f"--out={out}"])
+  written = figures.regenerate(stored_results, out)
   assert list(written) == ["lambda_sweep", "ntk_spectra", "perturbation_bounds"]
   expected = {"lambda_sweep_distances.png", "lambda_sweep_gaps_vs_lambda.png", "ntk_spectra.png",
               "perturbation_bounds_bands.png", "perturbation_bounds_kappa.png"}
