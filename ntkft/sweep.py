@@ -25,6 +25,7 @@ from absl import app, flags
 
 from ntkft import cli
 
+
 def _define_flags() -> None:
   """CLI flags, defined only when run as a program (the module is importable as a library)."""
   cli.define_flags()  # --config (the base config; only needed to run points), --workdir

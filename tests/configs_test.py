@@ -6,9 +6,9 @@ loads no model.
 """
 import pathlib
 
+import pytest
 from absl import flags
 from ml_collections import config_dict, config_flags
-import pytest
 
 CONFIGS = sorted(p for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
                  if p.name != "__init__.py" and not p.stem.endswith("_common"))
