@@ -45,7 +45,9 @@ def optimizer(name: str, learning_rate: optax.ScalarOrSchedule, *, momentum: flo
   """The full update rule: clip -> optimizer (-> decoupled pull) -> accumulation.
 
   With ``pull_form="loss"`` the pull is added to the gradient by the train step
-  (see ``ntkft.train.pull.pull_gradient``) and is not part of this transform.
+  (see ``ntkft.train.pull.pull_gradient``) and is not part of this transform;
+  ``clip_norm`` then clips ∇R + λ(θ − θ0). With ``pull_form="decoupled"`` the
+  pull transform clips that same sum itself (``pull.decoupled_pull_to_init``).
   ``weight_decay`` is AdamW's decay toward 0, kept for comparison only.
   """
   if name not in OPTIMIZERS:
@@ -61,8 +63,10 @@ def optimizer(name: str, learning_rate: optax.ScalarOrSchedule, *, momentum: flo
   else:
     base = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
   if pull_form == "decoupled" and lam > 0:
-    base = pull.decoupled_pull_to_init(base, lam, learning_rate, selective, block_of)
-  if clip_norm:
+    # Clips ∇R + pull together (clipping ∇R alone would change the rest point).
+    base = pull.decoupled_pull_to_init(base, lam, learning_rate, selective, block_of,
+                                       clip_norm=clip_norm)
+  elif clip_norm:
     base = optax.chain(optax.clip_by_global_norm(clip_norm), base)
   if grad_accum_steps > 1:
     base = optax.MultiSteps(base, every_k_schedule=grad_accum_steps)

@@ -7,17 +7,41 @@ Selective regularization (paper eq. 8) applies the pull at step t only when
 
     ⟨∇R(θ_t), θ_t − θ0⟩ ≥ 0,
 
-i.e. when the loss gradient points away from θ0 (a descent step would increase
-the distance to θ0). The gate is evaluated globally (one inner product over all
-trainable parameters) or per block (one per block of parameters), branch-free
-with ``jnp.where``.
+i.e. when the descent direction −∇R disagrees with the displacement θ_t − θ0
+accumulated so far (has no positive component along it): a small descent step
+on R alone would then bring θ back toward θ0, since
 
-Two forms, identical under plain SGD with a constant step:
+    ‖θ_t − η∇R − θ0‖² = ‖θ_t − θ0‖² − 2η⟨∇R, θ_t − θ0⟩ + η²‖∇R‖²
+
+decreases for small η > 0 when the inner product is > 0. While the descent
+direction agrees with the displacement (inner product < 0, a descent step moves
+θ further from θ0) the pull stays off. This is the condition of Selective
+Projection Decay (Tian et al. 2024): decay the parameters whose current update
+is inconsistent with their progress so far, leave the rest free. The gate is
+evaluated globally (one inner product over all trainable parameters) or per
+block (one per block of parameters, distances per block), branch-free with
+``jnp.where``.
+
+What is minimized:
+  * ``selective="none"``: R + λ/2 ‖θ − θ0‖², in both forms below, with or
+    without gradient clipping (the clip applies to the whole gradient
+    ∇R + λ(θ − θ0), so clipping changes the step, not the rest point).
+  * ``"global"`` / ``"per_block"``: no fixed objective. A rest point with the
+    gate off has ∇R = 0; one with the gate on would need ∇R = −λ(θ − θ0),
+    whose inner product with θ − θ0 is −λ‖θ − θ0‖² < 0, which switches the
+    gate off, unless θ = θ0. So small steps end at a stationary point of R
+    (e.g. the minimizer a of R = ½‖θ − a‖², up to a step-size-sized chatter
+    on the gate's boundary); the pull shapes the path, not the end point.
+
+Two forms, identical under plain SGD with a constant step (clipped or not):
   * ``pull_gradient``: λ·gate·(θ − θ0) added to the gradient (the penalty "added
     to the loss"), so adaptive optimizers rescale it;
   * ``decoupled_pull_to_init``: an optax transform that lets the inner optimizer
     see ∇R only and then subtracts η_t·λ·gate·(θ − θ0) from its update
-    (AdamW-style decoupling, but toward θ0).
+    (AdamW-style decoupling, but toward θ0). With ``clip_norm`` both parts are
+    scaled by the one factor that clips ∇R + λ·gate·(θ − θ0). Under Adam the
+    rest point is where Adam's normalized step on ∇R balances λ(θ − θ0), not
+    the minimizer of the objective (as for AdamW's decay toward 0).
 """
 from typing import Callable, NamedTuple
 
@@ -82,12 +106,19 @@ class PullState(NamedTuple):
 def decoupled_pull_to_init(inner: optax.GradientTransformation, lam: float,
                            learning_rate: float | optax.Schedule,
                            selective: str = "none",
-                           block_of: Callable[[str], str] = lambda name: "all"
+                           block_of: Callable[[str], str] = lambda name: "all",
+                           clip_norm: float | None = None
                            ) -> optax.GradientTransformation:
   """Wraps ``inner`` so each update also moves θ toward θ0 by η_t·λ·gate·(θ − θ0).
 
   θ0 is the params passed to ``init``. ``updates`` given to ``update`` must be the
-  raw loss gradient ∇R (the gate uses it).
+  raw loss gradient ∇R (the gate uses it), not clipped: with ``clip_norm`` this
+  transform clips, by scaling ∇R and the pull with the one factor
+  s = min(1, clip_norm / ‖∇R + λ·gate·(θ − θ0)‖); the inner optimizer sees s·∇R
+  and the pull is s·η_t·λ·gate·(θ − θ0). Under SGD the update is then
+  −η_t·clip(∇R + λ·gate·(θ − θ0)), the same as the loss form's, so both rest at
+  the minimizer of R + λ/2‖θ − θ0‖² (clipping ∇R alone would rest where
+  clip(∇R) = −λ(θ − θ0) instead).
   """
   _check(selective)
   schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
@@ -101,11 +132,17 @@ def decoupled_pull_to_init(inner: optax.GradientTransformation, lam: float,
       raise ValueError("decoupled_pull_to_init needs params in update()")
     delta = jax.tree.map(jnp.subtract, params, state.params0)
     gate = pull_gate(updates, delta, selective, block_of)
+    pull_grad = jax.tree.map(lambda d, on: lam * on * d, delta, gate)
+    scale = 1.0
+    if clip_norm:
+      total = optax.tree.norm(jax.tree.map(jnp.add, updates, pull_grad))
+      scale = jnp.where(total < clip_norm, 1.0, clip_norm / total)
+      updates = jax.tree.map(lambda g: scale * g, updates)
     inner_updates, inner_state = inner.update(updates, state.inner, params)
     eta = schedule(state.count)
     # eta * (...) rather than eta * lam * ...: a schedule returns float32 even
     # under x64, and float32 * python float would round λη to float32.
-    new = jax.tree.map(lambda u, d, on: u - eta * (lam * on * d), inner_updates, delta, gate)
+    new = jax.tree.map(lambda u, p: u - eta * (scale * p), inner_updates, pull_grad)
     return new, PullState(state.params0, inner_state, state.count + 1)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from configs import glue_common
 from ntkft.models import flatten
 from ntkft.ntk import block_of_fn
 from ntkft.train import optim, pull, step as step_lib
@@ -249,3 +250,130 @@ def test_bad_arguments():
   tx = pull.decoupled_pull_to_init(optax.sgd(0.1), 1.0, 0.1)
   with pytest.raises(ValueError, match="needs params"):
     tx.update({"a": jnp.ones(1)}, tx.init({"a": jnp.ones(1)}))
+
+
+# -- The objective at the default config (gradient clipping on) -------------------
+
+def _default_optim_problem(seed=3):
+  """R = ½‖θ − a‖² over two blocks, θ0 and a 9.2 apart (so the default clip acts)."""
+  rng = np.random.default_rng(seed)
+  tree = lambda scale: {"encoder": {"layer_0": {"w": jnp.asarray(rng.normal(size=4) * scale)}},
+                        "head": {"b": jnp.asarray(rng.normal(size=2) * scale)}}
+  a, params0 = tree(2.0), tree(1.0)
+  outputs_fn = lambda p, p0, frozen, batch, rng: p
+  loss_fn = lambda out, batch: 0.5 * sum(jnp.sum(jnp.square(x - y)) for x, y in
+                                         zip(jax.tree.leaves(out), jax.tree.leaves(batch)))
+  return a, params0, outputs_fn, loss_fn
+
+
+def _train_default_config(form, selective, lam, steps=2000, lr=0.1):
+  """Trains with configs/glue_common.py's optimizer fields, as the loop builds them.
+
+  Only the optimizer (SGD, the theory's setting) and the peak learning rate (0.1,
+  so 2,000 steps converge) differ from the default; clip_norm=1.0, warmup and
+  linear decay are the default's.
+  """
+  o = glue_common.get_config().optim
+  a, params0, outputs_fn, loss_fn = _default_optim_problem()
+  tx = optim.optimizer("sgd", optim.schedule(lr, steps, o.warmup_steps, o.decay),
+                       momentum=o.momentum, weight_decay=o.weight_decay,
+                       clip_norm=o.clip_norm, grad_accum_steps=o.grad_accum_steps, lam=lam,
+                       pull_form=form, selective=selective, block_of=layer_block)
+  path, metrics = _train(params0, [a], steps, tx, lam, form, selective,
+                         outputs_fn=outputs_fn, loss_fn=loss_fn)
+  return a, params0, path[-1], metrics, o
+
+
+def _distance(x, y):
+  return float(np.sqrt(sum(np.sum(np.square(np.asarray(u) - np.asarray(v)))
+                           for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y)))))
+
+
+@pytest.mark.parametrize("form", ["loss", "decoupled"])
+def test_both_forms_reach_the_minimizer_under_default_clipping(form):
+  """argmin ½‖θ − a‖² + λ/2‖θ − θ0‖² = (a + λθ0)/(1 + λ), with clip_norm=1.0 active.
+
+  (Before the decoupled form clipped ∇R + pull together it ended 2.57 away, at
+  clip(∇R) = −λ(θ − θ0).)
+  """
+  lam = 2.0
+  a, params0, final, metrics, o = _train_default_config(form, "none", lam)
+  assert o.clip_norm == 1.0 and o.name == "adam"  # the default this test is about
+  # Clipping acted: the full gradient at θ0 is ‖θ0 − a‖ = 9.2, far above clip_norm.
+  assert float(metrics[0]["grad_norm"]) > 5 * o.clip_norm
+  want = jax.tree.map(lambda a_, t0: (a_ + lam * t0) / (1 + lam), a, params0)
+  assert _distance(final, want) < 1e-10 * _distance(a, params0)
+
+
+@pytest.mark.parametrize("form", ["loss", "decoupled"])
+@pytest.mark.parametrize("selective", ["global", "per_block"])
+def test_selective_pulls_end_at_the_minimizer_of_the_risk(form, selective):
+  """The selective variants minimize no fixed objective: their rest points have ∇R = 0.
+
+  A rest point with the gate on would need ∇R = −λ(θ − θ0), whose inner product
+  with θ − θ0 is negative, which turns the gate off; so SGD ends at a.
+  """
+  a, params0, final, metrics, _ = _train_default_config(form, selective, 2.0)
+  assert _distance(final, a) < 1e-10 * _distance(a, params0)
+  if form == "loss":  # the pull did act along the way
+    assert any(float(m["pull_on"]) > 0 for m in metrics)
+
+
+# -- The gate against the geometry it is meant to express ------------------------
+
+def test_gate_is_on_exactly_when_a_small_descent_step_returns_toward_init():
+  """Independent statement (Selective Projection Decay): the pull acts while a small
+  SGD step on R alone would decrease ‖θ − θ0‖ (the descent direction disagrees
+  with the displacement so far), and stays off while it would increase it.
+
+  Checked per block and globally on random draws of θ0, θ and a random quadratic
+  risk, by taking the SGD step with optax and measuring the distances.
+  """
+  rng = np.random.default_rng(7)
+  shapes = {"encoder": {"layer_0": {"w": (3, 2)}, "layer_1": {"w": (4,)}}, "head": {"b": (2,)}}
+  draw = lambda: jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s)), shapes,
+                              is_leaf=lambda s: isinstance(s, tuple))
+
+  def risk(p, target, scales):
+    return 0.5 * sum(jnp.sum(jnp.exp(s) * jnp.square(x - t) + jnp.sin(x)) for x, t, s in
+                     zip(jax.tree.leaves(p), jax.tree.leaves(target), jax.tree.leaves(scales)))
+
+  tx = optax.sgd(1e-7)
+
+  @jax.jit
+  def sgd_step_on_risk(theta, target, scales):
+    grads = jax.grad(risk)(theta, target, scales)
+    updates, _ = tx.update(grads, tx.init(theta), theta)
+    return grads, optax.apply_updates(theta, updates)
+
+  gates = jax.jit(lambda g, d: (pull.pull_gate(g, d, "per_block", layer_block),
+                                pull.pull_gate(g, d, "global", layer_block)))
+
+  def block_distances(p, params0):
+    out = {}
+    for name, x in flatten(jax.tree.map(jnp.subtract, p, params0)).items():
+      block = layer_block(name)
+      out[block] = out.get(block, 0.0) + float(jnp.sum(jnp.square(x)))
+    return out
+
+  on_counts = {"global": 0, "per_block": 0}
+  draws = 200
+  for _ in range(draws):
+    params0, theta = draw(), draw()
+    # The risk's minimizer is placed around θ (not around θ0), so ∇R is
+    # independent of θ − θ0 and both gate states are common.
+    target = jax.tree.map(jnp.add, theta, draw())
+    grads, stepped = sgd_step_on_risk(theta, target, draw())
+    delta = jax.tree.map(jnp.subtract, theta, params0)
+    before, after = block_distances(theta, params0), block_distances(stepped, params0)
+    closer = {b: after[b] < before[b] for b in before}
+    closer_overall = sum(after.values()) < sum(before.values())
+
+    per_block, whole = gates(grads, delta)
+    for name, on in flatten(per_block).items():
+      assert float(on) == float(closer[layer_block(name)]), (name, before, after)
+    on_counts["per_block"] += int(closer["layer_0"])
+    assert all(float(on) == float(closer_overall) for on in jax.tree.leaves(whole))
+    on_counts["global"] += int(closer_overall)
+  # Both cases occur many times (the test would notice a constant gate).
+  assert all(draws // 5 < n < draws - draws // 5 for n in on_counts.values()), on_counts
