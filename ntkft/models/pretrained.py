@@ -29,6 +29,7 @@ import re
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from ntkft.models import gpt2, llama
@@ -109,18 +110,35 @@ def read_config(model_dir: pathlib.Path,
     raise ValueError(f"{path}: missing field {e.args[0]!r}") from None
 
 
+def _load_safetensors_file(path: pathlib.Path) -> dict[str, np.ndarray]:
+  """The tensors of one .safetensors file; a truncated or corrupt file is a ValueError."""
+  try:
+    return load_file(str(path))
+  except SafetensorError as e:
+    raise ValueError(f"{path} is truncated or corrupt ({e}); download or convert it "
+                     "again") from e
+
+
 def read_safetensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
-  """All tensors of a folder's model.safetensors (or its shards), as numpy."""
+  """All tensors of a folder's model.safetensors (or its shards), as numpy.
+
+  Raises:
+    FileNotFoundError: no safetensors file (or a shard of the index is missing).
+    ValueError: a file is truncated or corrupt (the message names it).
+  """
   model_dir = pathlib.Path(model_dir)
   single = model_dir / "model.safetensors"
   index = model_dir / "model.safetensors.index.json"
   if single.is_file():
-    return load_file(str(single))
+    return _load_safetensors_file(single)
   if index.is_file():
     shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    missing = [shard for shard in shards if not (model_dir / shard).is_file()]
+    if missing:
+      raise FileNotFoundError(f"{index} names shards that are not there: {missing}")
     tensors = {}
     for shard in shards:
-      tensors.update(load_file(str(model_dir / shard)))
+      tensors.update(_load_safetensors_file(model_dir / shard))
     return tensors
   found = sorted(p.name for p in model_dir.iterdir())
   raise FileNotFoundError(
