@@ -19,7 +19,9 @@ def get_config(arg=None, mode="linearized"):
   c.lam = 0.0                     # λ of the pull λ/2‖θ − θ0‖² (0: off)
   c.pull = dict(form="loss",      # "loss": added to the gradient; "decoupled": optax transform
                 selective="none")  # "none" | "global" | "per_block" (paper eq. 8)
-  c.loss = "cross_entropy"        # "cross_entropy" | "squared" (the theory's loss)
+  c.loss = "auto"                 # "auto": "squared" for regression (STS-B), else
+  #                                 "cross_entropy"; or set "cross_entropy" | "squared"
+  #                                 (the theory's loss)
 
   c.model = dict(name="minilm-l6",  # or a local HF BERT/RoBERTa folder
                  pooling="mean",    # "mean" | "cls"

@@ -35,6 +35,9 @@ _MNLI_FILES = (
     ("test_matched", "test_matched.tsv"),
     ("test_mismatched", "test_mismatched.tsv"),
 )
+# MNLI's evaluation splits come in (matched, mismatched) pairs; GLUE reports both.
+_MNLI_MISMATCHED = (("dev", "dev_mismatched"), ("dev_matched", "dev_mismatched"),
+                    ("test", "test_mismatched"), ("test_matched", "test_mismatched"))
 # IMDb / Yelp have no dev split: 'dev' is the test set.
 _JSONL_FILES = (
     ("train", "train.jsonl"),
@@ -67,6 +70,9 @@ class TaskSpec:
     is_regression: True for STS-B (float score in [0, 5]).
     metrics: metric names :func:`ntkft.evals.metrics.compute_metrics` returns.
     primary_metric: the metric used for model selection (one of ``metrics``).
+    mismatched_splits: ``(split, mismatched split)`` pairs (MNLI): evaluating on
+      ``split`` also reports its mismatched-genre counterpart; see
+      :meth:`mismatched_split`.
   """
 
   name: str
@@ -83,6 +89,7 @@ class TaskSpec:
   primary_metric: str
   has_header: bool = True
   num_columns: int | None = None
+  mismatched_splits: tuple[tuple[str, str], ...] = ()
 
   @property
   def splits(self) -> tuple[str, ...]:
@@ -93,6 +100,10 @@ class TaskSpec:
   def is_pair(self) -> bool:
     """Whether examples are sentence pairs."""
     return len(self.text_columns) == 2
+
+  def mismatched_split(self, split: str) -> str | None:
+    """The split evaluated beside ``split`` (MNLI ``'dev'`` -> ``'dev_mismatched'``), or None."""
+    return dict(self.mismatched_splits).get(split)
 
   def file_name(self, split: str) -> str:
     """File name of ``split`` (e.g. ``'dev_matched.tsv'`` for MNLI ``'dev'``).
@@ -214,6 +225,7 @@ TASKS: dict[str, TaskSpec] = {
         "gold_label",
         ("entailment", "neutral", "contradiction"),
         split_files=_MNLI_FILES,
+        mismatched_splits=_MNLI_MISMATCHED,
     ),
     "qnli": _glue(
         "qnli",

@@ -7,7 +7,9 @@ explicit arguments. Writes into ``workdir``::
   metrics.jsonl    one JSON object per log/eval event (step, split, values)
   tb/              TensorBoard event files (same numbers)
   ckpt/<step>/     orbax checkpoints of the whole TrainState
-  summary.json     task, mode, steps, train_loss, dev_metric, param_distance, ...
+  summary.json     task, mode, steps, loss, train_loss, dev_metric, param_distance, ...;
+                   for MNLI also dev_metric_mismatched / dev_metrics_mismatched (the
+                   mismatched counterpart of the eval split, as GLUE reports both)
 
 Sharding (``ntkft.train.mesh``): the state is placed on the ``config.mesh`` device
 mesh by name rules (replicated, or FSDP-split with ``config.fsdp``) and every
@@ -69,15 +71,22 @@ def data_dir_for(task, root, kshot: str):
 
 
 def _load_data(config, task, tokenizer):
+  """Encoded (train, eval split, mismatched eval split or None: MNLI's second dev set)."""
   d = config.data
   data_dir = data_dir_for(task, d.root, d.kshot)
   train = data.load_examples(task, d.train_split, data_dir)
   if d.n_train and d.n_train < len(train):
     train = data.subsample(train, d.n_train, seed=config.seed, stratified=d.stratified)
-  dev = data.load_examples(task, d.eval_split, data_dir)
-  if d.n_eval and d.n_eval < len(dev):
-    dev = data.subsample(dev, d.n_eval, seed=config.seed)
-  return data.encode(tokenizer, train, d.max_len), data.encode(tokenizer, dev, d.max_len)
+
+  def eval_set(split):
+    examples = data.load_examples(task, split, data_dir)
+    if d.n_eval and d.n_eval < len(examples):
+      examples = data.subsample(examples, d.n_eval, seed=config.seed)
+    return data.encode(tokenizer, examples, d.max_len)
+
+  mismatched = task.mismatched_split(d.eval_split)
+  return (data.encode(tokenizer, train, d.max_len), eval_set(d.eval_split),
+          eval_set(mismatched) if mismatched else None)
 
 
 def evaluate(eval_fn, state, batches, labels, task, is_regression, put_batch=lambda b: b):
@@ -123,6 +132,7 @@ def run(config, workdir: str) -> dict:
   if config.mode not in step_lib.MODES:  # fail before loading anything
     raise ValueError(f"unknown mode {config.mode!r}; choose from {step_lib.MODES}")
   parse_kshot(config.data.kshot)
+  loss_kind = losses.resolve(config.loss, task.is_regression)
   mesh = mesh_lib.make_mesh(config.get("mesh", (("data", -1),)))
   mesh_lib.check_batch_size(config.data.batch_size, mesh, "data.batch_size")
   mesh_lib.check_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
@@ -141,7 +151,7 @@ def run(config, workdir: str) -> dict:
 
   # Data.
   tokenizer = data.load_tokenizer(model.source)
-  train_enc, dev_enc = _load_data(config, task, tokenizer)
+  train_enc, dev_enc, mismatched_enc = _load_data(config, task, tokenizer)
   d = config.data
   stream = data.TrainStream(train_enc, d.batch_size, d.buckets, d.max_len, config.seed)
   dev_batches = data.eval_batches(dev_enc, d.eval_batch_size, d.buckets, d.max_len)
@@ -163,7 +173,7 @@ def run(config, workdir: str) -> dict:
                      # raw uint32 key data: checkpointable as a plain array
                      opt_state=tx.init(trainable), rng=jax.random.PRNGKey(config.seed))
   outputs_fn = step_lib.model_fn(config.mode, model.apply_fn)
-  loss_fn = losses.loss_fn(config.loss, task.num_labels, task.is_regression)
+  loss_fn = losses.loss_fn(loss_kind, task.num_labels, task.is_regression)
   # Place the state by the sharding rules (fresh and restored states then have
   # the same shardings, so a resumed run compiles the same program).
   state_shardings = mesh_lib.tree_shardings(state, mesh, fsdp=config.get("fsdp", False))
@@ -244,6 +254,11 @@ def run(config, workdir: str) -> dict:
                         task.is_regression, put_batch)
   log(total, d.eval_split, dev)
   log(total, "train_eval", train_eval)
+  if mismatched_enc is not None:  # MNLI: GLUE reports matched and mismatched
+    mismatched = evaluate(eval_fn, state, data.eval_batches(
+        mismatched_enc, d.eval_batch_size, d.buckets, d.max_len), mismatched_enc.labels, task,
+                          task.is_regression, put_batch)
+    log(total, task.mismatched_split(d.eval_split), mismatched)
   delta = jax.tree.map(jnp.subtract, state.trainable, state.trainable0)
   summary = {
       "task": task.name, "mode": config.mode, "steps": int(state.step),
@@ -251,8 +266,11 @@ def run(config, workdir: str) -> dict:
       "dev_metric_name": task.primary_metric, "dev_metrics": dev, "train_metrics": train_eval,
       "param_distance": float(optax.tree.norm(delta)), "lam": config.lam,
       "num_trainable": peft.count(state.trainable), "n_train": len(train_enc),
-      "n_eval": len(dev_enc), "wall_seconds": time.time() - t_start,
+      "n_eval": len(dev_enc), "loss": loss_kind, "wall_seconds": time.time() - t_start,
   }
+  if mismatched_enc is not None:
+    summary.update(dev_metric_mismatched=mismatched[task.primary_metric],
+                   dev_metrics_mismatched=mismatched, n_eval_mismatched=len(mismatched_enc))
   if lead:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   if writer is not None:

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 LOSSES = ("cross_entropy", "squared")
+AUTO = "auto"  # the task's default: squared for regression, cross-entropy for classes
 
 
 def targets(labels: jax.Array, num_outputs: int, is_regression: bool) -> jax.Array:
@@ -36,12 +37,24 @@ def squared(outputs: jax.Array, y: jax.Array, weights: jax.Array) -> jax.Array:
   return _weighted_mean(0.5 * jnp.square(outputs - y).sum(-1), weights)
 
 
-def loss_fn(kind: str, num_outputs: int, is_regression: bool):
-  """Returns ``loss(outputs, batch) -> scalar`` for 'cross_entropy' or 'squared'."""
+def resolve(kind: str, is_regression: bool) -> str:
+  """The loss ``kind`` names: ``'auto'`` is 'squared' for regression, else 'cross_entropy'.
+
+  Raises:
+    ValueError: an unknown kind, or cross-entropy asked for a regression task.
+  """
+  if kind == AUTO:
+    return "squared" if is_regression else "cross_entropy"
   if kind not in LOSSES:
-    raise ValueError(f"unknown loss {kind!r}; choose from {LOSSES}")
+    raise ValueError(f"unknown loss {kind!r}; choose from {(AUTO,) + LOSSES}")
   if is_regression and kind == "cross_entropy":
-    raise ValueError("regression tasks (e.g. STS-B) need loss='squared'")
+    raise ValueError("regression tasks (e.g. STS-B) need loss='squared' (or 'auto')")
+  return kind
+
+
+def loss_fn(kind: str, num_outputs: int, is_regression: bool):
+  """Returns ``loss(outputs, batch) -> scalar`` for 'cross_entropy', 'squared' or 'auto'."""
+  kind = resolve(kind, is_regression)
 
   def loss(outputs, batch):
     if kind == "cross_entropy":

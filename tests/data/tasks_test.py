@@ -65,6 +65,18 @@ def test_split_files():
     tasks.get_task("rte").file_name("validation")
 
 
+def test_mnli_evaluates_matched_with_mismatched():
+  mnli = tasks.get_task("mnli")
+  for split, mismatched in (("dev", "dev_mismatched"), ("dev_matched", "dev_mismatched"),
+                            ("test", "test_mismatched")):
+    assert mnli.mismatched_split(split) == mismatched
+    assert mnli.file_name(mismatched) == mismatched + ".tsv"
+  assert mnli.mismatched_split("train") is None
+  for name in tasks.TASKS:
+    if name != "mnli":
+      assert tasks.get_task(name).mismatched_split("dev") is None
+
+
 def test_label_orders_follow_glue_convention():
   assert tasks.TASKS["mnli"].label_names == (
       "entailment",

@@ -242,11 +242,37 @@ def test_unknown_config_key_fails_to_parse(model_dir):
     ({"peft.layers": "(0,x)"}, r"peft.layers must be a tuple of ints or 'all', got '\(0,x\)'"),
     ({"mode": "bogus"}, r"unknown mode 'bogus'"),
     ({"task": "bogus"}, r"unknown task 'bogus'"),
+    ({"task": "stsb", "loss": "cross_entropy"}, r"regression tasks \(e.g. STS-B\) need"),
+    ({"loss": "hinge"}, r"unknown loss 'hinge'"),
 ])
 def test_bad_configs_raise_clear_errors(tmp_path, model_dir, override, message):
   config = _parse(_args(model_dir, **override))
   with pytest.raises(ValueError, match=message):
     loop.run(config, str(tmp_path / "w"))
+
+
+_SHORT = {"train.steps": 2, "train.ckpt_every": 2, "data.n_train": 16, "data.n_eval": 16,
+          "data.batch_size": 8, "data.eval_batch_size": 16}
+
+
+def test_regression_task_defaults_to_the_squared_loss(tmp_path, cache_dir, model_dir):
+  config = _parse(_args(model_dir, task="stsb", **_SHORT))
+  assert config.loss == "auto"
+  summary = loop.run(config, str(tmp_path / "w"))
+  assert summary["loss"] == "squared" and summary["task"] == "stsb"
+  assert {"pearson", "spearman"} <= set(summary["dev_metrics"])
+
+
+def test_mnli_reports_matched_and_mismatched(tmp_path, cache_dir, model_dir):
+  summary = loop.run(_parse(_args(model_dir, task="mnli", **_SHORT)), str(tmp_path / "w"))
+  assert summary["loss"] == "cross_entropy"
+  assert summary["n_eval"] == summary["n_eval_mismatched"] == 16
+  assert summary["dev_metric_mismatched"] == summary["dev_metrics_mismatched"]["accuracy"]
+  logged = {r["split"]: r for r in _records(tmp_path / "w") if r["step"] == 2}
+  assert logged["dev"]["accuracy"] == summary["dev_metric"]
+  assert logged["dev_mismatched"]["accuracy"] == summary["dev_metric_mismatched"]
+  # The two evaluations saw different examples (matched vs mismatched genres).
+  assert logged["dev"]["loss"] != logged["dev_mismatched"]["loss"]
 
 
 def test_peft_layers_from_the_cli_select_those_layers(model_dir):
