@@ -9,12 +9,17 @@ Public API:
   symmetric_part(K), NtkImplementation
   block_names(params, by), block_param_counts(params, by), block_of_fn(by), leaf_paths(params)
   plan_chunks(num_examples, out_size, num_params, itemsize, budget)
+  budgeted_ntk_fn(apply_fn, trace_axes, memory_budget_mb, precision, sparse_tables, ...)
+      -> kernel_fn(x1, x2, params, *extra): exact, whole computation under the budget
+  ntk_vp_fn(apply_fn, trace_axes, chunk, precision) -> make(x, params, *extra)
+      -> (matvec v -> K v, dim); kernel_ridge_cg(matvec, dim, y, ridge)
 """
 from ntkft.ntk.blocks import BLOCK_MODES
 from ntkft.ntk.blocks import block_names
 from ntkft.ntk.blocks import block_param_counts
 from ntkft.ntk.blocks import block_of_fn
 from ntkft.ntk.blocks import leaf_paths
+from ntkft.ntk.budgeted import budgeted_ntk_fn
 from ntkft.ntk.chunking import plan_chunks
 from ntkft.ntk.chunking import plan_param_groups
 from ntkft.ntk.empirical import NtkImplementation
@@ -22,9 +27,12 @@ from ntkft.ntk.empirical import adam_ntk_fn
 from ntkft.ntk.empirical import empirical_ntk_fn
 from ntkft.ntk.empirical import per_block_ntk_fn
 from ntkft.ntk.empirical import symmetric_part
+from ntkft.ntk.operator import kernel_ridge_cg
+from ntkft.ntk.operator import ntk_vp_fn
 
 __all__ = [
     "BLOCK_MODES", "NtkImplementation", "adam_ntk_fn", "block_names", "block_param_counts",
-    "block_of_fn", "empirical_ntk_fn", "leaf_paths", "per_block_ntk_fn",
+    "block_of_fn", "budgeted_ntk_fn", "empirical_ntk_fn", "kernel_ridge_cg", "leaf_paths",
+    "ntk_vp_fn", "per_block_ntk_fn",
     "plan_chunks", "plan_param_groups", "symmetric_part",
 ]

@@ -45,3 +45,18 @@ def test_length_buckets_give_the_same_kernel(tmp_path):
   padded = np.load(tmp_path / "padded" / "kernel.npz")["kernel"]
   cut = np.load(tmp_path / "cut" / "kernel.npz")["kernel"]
   np.testing.assert_allclose(cut, padded, rtol=0, atol=1e-5 * np.abs(padded).max())
+
+
+def test_operator_spectrum_matches_the_formed_kernel(tmp_path):
+  """implementation="operator": Lanczos on K v gives the formed kernel's extremes."""
+  config = ntk_spectrum.get_config("runlocal")
+  config.n = 8
+  config.chunk_size = 0
+  config.progress = False
+  formed = ntk_report.run(config, str(tmp_path / "formed"))
+  config.implementation = "operator"
+  summary = ntk_report.run(config, str(tmp_path / "operator"))
+  assert json.loads((tmp_path / "operator" / "spectrum.json").read_text())["lanczos_iters"] == 8
+  assert not (tmp_path / "operator" / "kernel.npz").exists()
+  np.testing.assert_allclose(summary["lambda_max"], formed["lambda_max"], rtol=1e-3)
+  np.testing.assert_allclose(summary["lambda_min"], formed["lambda_min"], rtol=1e-2)
