@@ -13,6 +13,11 @@ Public API:
       -> kernel_fn(x1, x2, params, *extra): exact, whole computation under the budget
   ntk_vp_fn(apply_fn, trace_axes, chunk, precision) -> make(x, params, *extra)
       -> (matvec v -> K v, dim); kernel_ridge_cg(matvec, dim, y, ridge)
+
+Modules: empirical (the kernel functions above), engine (chunking driver),
+contraction (jitted Jacobian / NTK-vp pieces), layout (output axes -> kernel
+axes), chunking (memory plans, example chunks), blocks, lengths, sharded,
+budgeted and jacobian_rows (memory-budgeted kernels), operator (matrix-free K v).
 """
 from ntkft.ntk.blocks import BLOCK_MODES
 from ntkft.ntk.blocks import block_names

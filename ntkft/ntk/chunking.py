@@ -12,11 +12,20 @@ picks the largest example chunk ``c`` with ``2 c O P itemsize <= budget``; when
 not even one example fits, :func:`plan_param_groups` splits the parameter
 leaves into groups differentiated one at a time (the kernel is the sum over
 groups). Activations kept for the backward pass are not counted: leave headroom.
+
+Example chunks: :func:`example_chunks` cuts N examples into ranges of the
+chunk size, and :func:`take_examples` pads the last range (repeating its first
+example) so every chunk has the same shapes and compiles once.
 """
 from typing import Optional, Sequence
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-def _check_positive(name: str, value: int) -> int:
+
+def check_positive(name: str, value: int) -> int:
+  """``value`` if it is an int >= 1, else ValueError naming ``name``."""
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ValueError(f"{name} must be a positive int, got {value!r}")
   return value
@@ -56,7 +65,7 @@ def plan_chunks(num_examples: int, out_size: int, num_params: int,
   for name, v in (("num_examples", num_examples), ("out_size", out_size),
                   ("num_params", num_params), ("itemsize", itemsize),
                   ("memory_budget_bytes", memory_budget_bytes)):
-    _check_positive(name, v)
+    check_positive(name, v)
   c = max_chunk(out_size, num_params, itemsize, memory_budget_bytes)
   if c < 1:
     raise ValueError(
@@ -110,3 +119,49 @@ def plan_param_groups(leaf_sizes: Sequence[int], out_size: int, itemsize: int,
   if current:
     groups.append(tuple(current))
   return groups
+
+
+def num_examples(x, name: str) -> int:
+  """The common leading-axis size of the leaves of ``x``; ``name`` for errors."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(x)
+  if not flat:
+    raise ValueError(f"{name} has no array leaves")
+  sizes = {}
+  for path, leaf in flat:
+    shape = np.shape(leaf)
+    if not shape:
+      raise ValueError(f"{name}{jax.tree_util.keystr(path)} is a scalar; "
+                       "inputs need a leading example axis")
+    sizes[jax.tree_util.keystr(path)] = shape[0]
+  if len(set(sizes.values())) != 1:
+    raise ValueError(f"{name} leaves disagree on the number of examples "
+                     f"(leading axis): {sizes}")
+  n = next(iter(sizes.values()))
+  if n == 0:
+    raise ValueError(f"{name} has zero examples")
+  return n
+
+
+def take_examples(x, start: int, stop: int, size: int):
+  """Examples [start, stop) of every leaf, padded to ``size`` with row start."""
+
+  def take(a):
+    xp = np if isinstance(a, np.ndarray) else jnp
+    part = a[start:stop]
+    if stop - start < size:
+      pad = xp.repeat(a[start:start + 1], size - (stop - start), axis=0)
+      part = xp.concatenate([part, pad], axis=0)
+    return part
+
+  return jax.tree.map(take, x)
+
+
+def example_chunks(n: int, chunk: Optional[int]
+                   ) -> tuple[list[tuple[int, int]], int]:
+  """[start, stop) ranges of ``chunk`` examples covering n, and the chunk size.
+
+  ``chunk=None`` (or >= n): one range (0, n) of size n.
+  """
+  if chunk is None or chunk >= n:
+    return [(0, n)], n
+  return [(s, min(s + chunk, n)) for s in range(0, n, chunk)], chunk

@@ -23,9 +23,11 @@ from typing import Callable, Optional
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from ntkft.ntk import empirical
+from ntkft.ntk import chunking, contraction
+from ntkft.ntk import layout as layout_lib
 from ntkft.typing import ApplyFn, Array, Params
 
 DATA = "data"
@@ -34,12 +36,12 @@ DATA = "data"
 def _kernel(params, x1, x2, extra, *, apply_fn, layout):
   """K block (n1, n2, ...) of x1 rows (sharded) against all of x2."""
   leaves, treedef = jax.tree.flatten(params)
-  apply = functools.partial(empirical._apply_group, apply_fn, treedef,
+  apply = functools.partial(contraction.apply_group, apply_fn, treedef,
                             tuple(range(len(leaves))), len(leaves))
-  jac1 = empirical._jacobians(leaves, [], x1, extra, apply=apply)
-  jac2 = empirical._jacobians(leaves, [], x2, extra, apply=apply)
-  out = empirical._contract(jac1, jac2, layout=layout, leaf_blocks=["k"] * len(leaves),
-                            kind=empirical._NTK, eps=None, symmetrize=False)
+  jac1 = contraction.jacobians(leaves, [], x1, extra, apply=apply)
+  jac2 = contraction.jacobians(leaves, [], x2, extra, apply=apply)
+  out = contraction.contract(jac1, jac2, layout=layout, leaf_blocks=["k"] * len(leaves),
+                             kind=contraction.NTK, eps=None, symmetrize=False)
   return out["k"]
 
 
@@ -68,19 +70,19 @@ def sharded_ntk_fn(apply_fn: ApplyFn, mesh: jax.sharding.Mesh,
   d = int(mesh.shape[DATA])
   if rows_per_device is not None and rows_per_device < 1:
     raise ValueError(f"rows_per_device must be >= 1, got {rows_per_device}")
-  trace_axes = empirical._axes("trace_axes", trace_axes)
-  diagonal_axes = empirical._axes("diagonal_axes", diagonal_axes)
+  trace_axes = layout_lib.as_axes("trace_axes", trace_axes)
+  diagonal_axes = layout_lib.as_axes("diagonal_axes", diagonal_axes)
   rows_shd, rep = NamedSharding(mesh, P(DATA)), NamedSharding(mesh, P())
   compiled = {}
 
   def ntk_fn(x1, x2, params: Params, *extra) -> np.ndarray:
     if x2 is None:
       x2 = x1
-    n1 = empirical._num_examples(x1, "x1")
-    empirical._num_examples(x2, "x2")
+    n1 = chunking.num_examples(x1, "x1")
+    chunking.num_examples(x2, "x2")
     out1 = jax.eval_shape(apply_fn, params, x1, *extra)
     out2 = jax.eval_shape(apply_fn, params, x2, *extra)
-    layout = empirical._layout(out1.shape, out2.shape, trace_axes, diagonal_axes)
+    layout = layout_lib.output_layout(out1.shape, out2.shape, trace_axes, diagonal_axes)
     per_dev = -(-n1 // d) if rows_per_device is None else rows_per_device
     chunk = per_dev * d
     if layout not in compiled:
@@ -92,7 +94,7 @@ def sharded_ntk_fn(apply_fn: ApplyFn, mesh: jax.sharding.Mesh,
     blocks = []
     for start in range(0, n1, chunk):
       stop = min(start + chunk, n1)
-      rows = empirical._take(x1, start, stop, chunk)
+      rows = chunking.take_examples(x1, start, stop, chunk)
       k = fn(params_r, jax.device_put(rows, rows_shd), x2_r, extra_r)
       blocks.append(np.asarray(k)[:stop - start])
     return np.concatenate(blocks, axis=0)
