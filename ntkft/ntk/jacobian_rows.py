@@ -11,7 +11,8 @@ each microbatch cut to the shortest length bucket holding its real tokens
 (:mod:`ntkft.ntk.lengths`; examples are processed in the order of
 :func:`length_order`, so every microbatch has similar lengths), written in place
 into one preallocated array (buffer donation: no second copy). ``transform``
-maps a microbatch's flattened Jacobian ``(m, O, P_group)`` to ``(m, O, width)``
+maps a microbatch's flattened Jacobian ``(m, O, P_group)`` (and arrays passed
+as jit arguments) to ``(m, O, width)``
 (identity for exact kernels, a count sketch for :mod:`ntkft.ntk.sketch`).
 
 Sparse lookup tables (word embeddings): the Jacobian of ``f(x)`` with respect
@@ -29,6 +30,7 @@ All tracing happens under ``jax.default_matmul_precision(precision)``, so every
 """
 import contextlib
 import functools
+import weakref
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -72,7 +74,8 @@ def _rebuild(treedef, num_leaves, group, diff, rest):
                                       for i in range(num_leaves)])
 
 
-def _dense_piece(diff, rest, x, extra, *, apply_fn, treedef, num_leaves, group, transform):
+def _dense_piece(diff, rest, x, extra, transform_args, *, apply_fn, treedef, num_leaves, group,
+                 transform):
   """(m, O, width): per-example Jacobians of the group, flattened and transformed."""
 
   def single(d, x_one):
@@ -82,7 +85,7 @@ def _dense_piece(diff, rest, x, extra, *, apply_fn, treedef, num_leaves, group, 
   jac = jax.vmap(jax.jacrev(single), in_axes=(None, 0))(diff, x)
   m, o = jac[0].shape[:2]
   flat = jnp.concatenate([j.reshape(m, o, -1) for j in jac], axis=-1)
-  return flat if transform is None else transform(flat)
+  return flat if transform is None else transform(flat, *transform_args)
 
 
 def _lookup_piece(table, rest, x, extra, *, apply_fn, treedef, num_leaves, leaf, ids_key):
@@ -117,6 +120,12 @@ def _write(store, piece, start):
 
 
 _write_jit = jax.jit(_write, donate_argnums=0)
+# apply_fn -> {static key: jitted piece}, so repeated kernel calls compile once.
+_JITTED = weakref.WeakKeyDictionary()
+
+
+def _call_ref(fn_ref, *args):
+  return fn_ref()(*args)
 
 
 class JacobianRows:
@@ -138,17 +147,24 @@ class JacobianRows:
     self.precision = check_precision(precision)
     self.buckets = None if length_buckets is None else lengths_lib.check_buckets(length_buckets)
     self.mask_key = mask_key
-    self._jitted = {}
 
   def _fn(self, kind: str, **static):
-    key = (kind,) + tuple(sorted(static.items()))
-    if key not in self._jitted:
+    """Jitted piece, shared by every JacobianRows of the same apply_fn (compiled once)."""
+    try:
+      cache = _JITTED.setdefault(self.apply_fn, {})
+      # The cached piece must not keep apply_fn (the weak key) alive.
+      apply_fn = functools.partial(_call_ref, weakref.ref(self.apply_fn))
+    except TypeError:                                   # not weak-referenceable
+      cache = self.__dict__.setdefault("_jitted", {})
+      apply_fn = self.apply_fn
+    key = (kind, self.treedef, len(self.leaves)) + tuple(sorted(static.items()))
+    if key not in cache:
       target = {"dense": _dense_piece, "lookup": _lookup_piece,
                 "lookup_forward": _lookup_forward}[kind]
-      self._jitted[key] = jax.jit(functools.partial(
-          target, apply_fn=self.apply_fn, treedef=self.treedef,
+      cache[key] = jax.jit(functools.partial(
+          target, apply_fn=apply_fn, treedef=self.treedef,
           num_leaves=len(self.leaves), **static))
-    return self._jitted[key]
+    return cache[key]
 
   def _microbatches(self, x, order: np.ndarray, microbatch: int):
     """Yields (start, count, x_mb) over ``order``: padded to ``microbatch``, cut to a bucket."""
@@ -170,12 +186,13 @@ class JacobianRows:
 
   def dense(self, x, order: np.ndarray, group: Sequence[int], microbatch: int,
             transform: Optional[Callable] = None, width: Optional[int] = None,
-            out_size: int = 1, dtype=jnp.float32) -> jax.Array:
+            out_size: int = 1, dtype=jnp.float32, transform_args: tuple = ()) -> jax.Array:
     """Rows ``(len(order) padded up to a multiple of microbatch) * O x width``.
 
     Row block ``i`` holds example ``order[i]``; the padded tail repeats an
     example and must be sliced off by the caller. ``transform``/``width``:
-    see the module docstring (None: the plain Jacobian, width = P_group).
+    see the module docstring (None: the plain Jacobian, width = P_group);
+    ``transform(flat, *transform_args)``, the arrays passed as jit arguments.
     """
     group = tuple(group)
     diff = [self.leaves[i] for i in group]
@@ -186,7 +203,7 @@ class JacobianRows:
     with matmul_precision(self.precision):
       store = jnp.zeros((padded, out_size, width), dtype)
       for start, _, xb in self._microbatches(x, order, microbatch):
-        store = _write_jit(store, fn(diff, rest, xb, self.extra), start)
+        store = _write_jit(store, fn(diff, rest, xb, self.extra, transform_args), start)
     return store.reshape(padded * out_size, width)
 
   def lookup_gradients(self, x, order: np.ndarray, leaf: int, ids_key: str, microbatch: int,

@@ -123,7 +123,7 @@ def test_precision_reaches_every_matmul():
   group = tuple(range(len(leaves)))
   fn = rows._fn("dense", group=group, transform=None)
   with jacobian_rows.matmul_precision("highest"):
-    hlo = fn.lower(leaves, [], x, ()).as_text()
+    hlo = fn.lower(leaves, [], x, (), ()).as_text()
     a = jnp.ones((8, 5))
     hlo += budgeted._gram.lower(a, a, out_size=2, traced=True, precision="highest").as_text()
   dots = [line for line in hlo.splitlines() if "dot_general" in line]
