@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "absl-py>=2.5.1",
     "numpy>=2.4",
     "scipy>=1.17",
+    "scikit-learn>=1.9",
     "safetensors>=0.8.0",
     "tokenizers>=0.23.3",
     "tqdm>=4.70",

@@ -58,13 +58,8 @@ def model_and_subset(config):
   num_layers = read_config(resolve_model_dir(config.model.name)).num_layers
   model = load_pretrained(config.model.name, HeadConfig(task.num_labels, config.model.pooling),
                           adapters=peft.adapters_for(spec, num_layers), seed=config.seed)
-  trainable, frozen = peft.partition(
-      model.params, peft.trainable_names(spec, model.params, num_layers))
-
-  def apply(p, x, frozen):
-    return model.apply_fn(peft.combine(p, frozen), x)
-
-  return model, trainable, frozen, apply
+  subset = peft.kernel_subset(model, spec)
+  return model, subset.trainable, subset.frozen, subset.apply_fn
 
 
 @dataclasses.dataclass(frozen=True)
