@@ -1,0 +1,160 @@
+"""Kernel classifiers on a task: each solver on the NTK and the Adam kernel at θ0.
+
+  python -m ntkft.kernel_fit --config=configs/kernel_fit.py --workdir=runs/kfit_sst2_16
+  python -m ntkft.kernel_fit --config=configs/kernel_fit.py:runlocal --workdir=/tmp/kfit
+
+Computes, over the parameters ``config.peft`` selects (``peft.kernel_subset``),
+the train×train and eval×train kernels (and train×eval for the asymmetric Adam
+kernel), divides them by the mean diagonal of the train×train kernel (so the
+solvers' ``reg`` values are scale-free), and fits every solver of
+``ntkft.kernel.classifiers`` on every kernel. The examples come from the task's
+LM-BFF k-shot split (``data.kshot="<k>-<seed>"``; its "test" split is the GLUE
+dev set) or from the GLUE folders (``data.kshot=""``), optionally subsampled to
+``data.n_train`` / ``data.n_eval``.
+
+Writes ``<workdir>/kernel_fit.json``::
+
+  task, kshot, train_split, eval_split, n_train, n_eval, num_params,
+  dev_metric_name, f0_dev_metric (the model at θ0),
+  results: {kernel: {solver: {dev_metric, dev_metrics, reg}}},
+  kernel_scale: {kernel: mean diagonal of its train×train matrix},
+  kernel_seconds: {kernel: seconds}, wall_seconds
+"""
+import json
+import pathlib
+import time
+
+import numpy as np
+import tqdm
+
+from ntkft import cli, data, peft
+from ntkft.evals import metrics as metrics_lib
+from ntkft.kernel import classifiers
+from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
+from ntkft.peft.kernel_subset import KINDS as KERNELS
+from ntkft.train.loop import data_dir_for, parse_kshot
+
+
+def load_split_pair(config, task, tokenizer):
+  """(train, eval) ``Encoded`` examples as configured (k-shot folder or GLUE, subsampled)."""
+  d = config.data
+  parse_kshot(d.kshot)
+  data_dir = data_dir_for(task, d.root, d.kshot)
+  sets = []
+  for split, n in ((d.train_split, d.n_train), (d.eval_split, d.n_eval)):
+    examples = data.load_examples(task, split, data_dir)
+    if n and n < len(examples):
+      examples = data.subsample(examples, n, seed=config.seed)
+    sets.append(data.encode(tokenizer, examples, d.max_len))
+  return sets
+
+
+def _inputs(encoded, max_len):
+  """All examples of ``encoded`` as one padded batch of model inputs."""
+  n = len(encoded.labels)
+  batch = data.make_batch(encoded, np.arange(n), n, None, max_len)
+  return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def kernels(subset, kind, x_train, x_eval, options):
+  """{"train_train", "eval_train"[, "train_eval"]} float64 kernels of one kind."""
+  fn = subset.ntk_fn(kind, **options)
+  out = {"train_train": fn(x_train), "eval_train": fn(x_eval, x_train)}
+  if kind == "adam":  # the asymmetric solver needs K(x_train, x_eval) too
+    out["train_eval"] = fn(x_train, x_eval)
+  return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+
+def fit_all(k, labels, f0_train, f0_eval, num_classes, solvers, reg):
+  """{solver: (m, C) scores} on the kernels ``k`` of :func:`kernels`."""
+  k_ts = k.get("train_eval", k["eval_train"].T)
+  out = {}
+  for solver in solvers:
+    lam = float(reg[solver])
+    if solver == "ridge":
+      out[solver] = classifiers.ridge_scores(k["train_train"], labels, k["eval_train"],
+                                             num_classes, lam, f0_train, f0_eval)
+    elif solver == "logistic":
+      out[solver] = classifiers.logistic_scores(k["train_train"], labels, k["eval_train"],
+                                                num_classes, lam)
+    elif solver == "svm":
+      out[solver] = classifiers.svm_scores(k["train_train"], labels, k["eval_train"],
+                                           num_classes, lam)
+    else:
+      out[solver] = classifiers.asym_ls_svm_scores(k["train_train"], labels, k["eval_train"],
+                                                   k_ts, num_classes, lam)
+  return out
+
+
+def _check_config(config, task):
+  bad = [s for s in config.solvers if s not in classifiers.SOLVERS]
+  if bad:
+    raise ValueError(f"config.solvers: unknown {bad}; choose from {classifiers.SOLVERS}")
+  missing = [s for s in config.solvers if s not in config.reg]
+  if missing:
+    raise ValueError(f"config.reg has no value for solver(s) {missing}")
+  bad = [k for k in config.kernels if k not in KERNELS]
+  if bad:
+    raise ValueError(f"config.kernels: unknown {bad}; choose from {KERNELS}")
+  if task.is_regression:
+    raise ValueError(f"kernel_fit: task {task.name} is a regression task; the kernel "
+                     "classifiers need class labels")
+
+
+def run(config, workdir: str) -> dict:
+  t0 = time.time()
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  task = data.get_task(config.task)
+  _check_config(config, task)
+  spec = peft.PeftSpec.from_config(config.peft)
+  num_layers = read_config(resolve_model_dir(config.model.name)).num_layers
+  model = load_pretrained(config.model.name, HeadConfig(task.num_labels, config.model.pooling),
+                          adapters=peft.adapters_for(spec, num_layers), seed=config.seed)
+  subset = peft.kernel_subset(model, spec)
+  train, evals = load_split_pair(config, task, data.load_tokenizer(model.source))
+  x_train, x_eval = _inputs(train, config.data.max_len), _inputs(evals, config.data.max_len)
+  print(f"task {task.name}: {len(train.labels)} {config.data.train_split} / "
+        f"{len(evals.labels)} {config.data.eval_split} examples"
+        + (f" (k-shot split {config.data.kshot})" if config.data.kshot else "")
+        + f"; kernel over {subset.num_params:,} parameters")
+  f0_train = np.asarray(subset.outputs(x_train), np.float64)
+  f0_eval = np.asarray(subset.outputs(x_eval), np.float64)
+  name = task.primary_metric
+
+  def score(scores):
+    m = metrics_lib.compute_metrics(task, np.argmax(scores, axis=1), evals.labels)
+    return {"dev_metric": m[name], "dev_metrics": m}
+
+  results, scale, seconds = {}, {}, {}
+  for kind in config.kernels:
+    t = time.time()
+    bar = tqdm.tqdm(desc=f"{kind} kernel chunks", disable=not config.progress)
+    options = dict(batch_size=config.chunk_size or None, on_chunk=lambda info: bar.update(1),
+                   length_buckets=tuple(config.length_buckets) or None)
+    if kind == "adam" and config.adam_eps:
+      options["eps"] = config.adam_eps
+    k = kernels(subset, kind, x_train, x_eval, options)
+    bar.close()
+    seconds[kind] = time.time() - t
+    scale[kind] = float(np.mean(np.diagonal(k["train_train"])))
+    k = {key: v / scale[kind] for key, v in k.items()}
+    fits = fit_all(k, train.labels, f0_train, f0_eval, task.num_labels, config.solvers,
+                   config.reg)
+    results[kind] = {s: {**score(v), "reg": float(config.reg[s])} for s, v in fits.items()}
+    print(f"{kind}: " + ", ".join(f"{s} {r['dev_metric']:.4f}" for s, r in results[kind].items()))
+
+  summary = {"task": task.name, "kshot": config.data.kshot,
+             "train_split": config.data.train_split, "eval_split": config.data.eval_split,
+             "n_train": len(train.labels), "n_eval": len(evals.labels),
+             "num_params": subset.num_params, "dev_metric_name": name,
+             "f0_dev_metric": score(f0_eval)["dev_metric"], "results": results,
+             "kernel_scale": scale, "kernel_seconds": seconds,
+             "kernel_normalization": "divided by the mean diagonal of train x train",
+             "wall_seconds": time.time() - t0}
+  (workdir / "kernel_fit.json").write_text(json.dumps(summary, indent=2))
+  return summary
+
+
+if __name__ == "__main__":
+  cli.run_main(run)
