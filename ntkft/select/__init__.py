@@ -2,8 +2,8 @@
 
 Adding block b to the fine-tuned set S adds a PSD block to the kernel,
 K_{S+b} = K_S + K_b; Weyl's inequalities bound the new spectrum
-(:mod:`ntkft.select.bounds`), which prunes the greedy and exhaustive subset
-searches of :mod:`ntkft.select.selection`. CLI: ``python -m ntkft.select
+(:mod:`ntkft.select.bounds`), which prunes the greedy subset search of
+:mod:`ntkft.select.selection` (the exhaustive search enumerates). CLI: ``python -m ntkft.select
 --config=configs/select_layers.py:runlocal --workdir=W``.
 
 Public API:
@@ -13,26 +13,30 @@ Public API:
   check_bounds(k_s, k_b, ridge, rtol) -> dict
   greedy_select(kernels, criterion, k, ...), exhaustive_select(...),
   select(kernels, search, ...) -> Selection
-  criterion_value, kernel_target_alignment, block_stats, peft_fragment
+  criterion_value, kernel_target_alignment, block_stats
+  peft_fragment, peft_flags (from ntkft.peft.fragment)
 """
-from ntkft.select.bounds import check_bounds
-from ntkft.select.bounds import condition_number
-from ntkft.select.bounds import extreme_bounds
-from ntkft.select.bounds import interval_bounds
-from ntkft.select.bounds import kappa_bounds
-from ntkft.select.bounds import kappa_from_bounds
-from ntkft.select.bounds import weyl_bounds
-from ntkft.select.selection import CRITERIA
-from ntkft.select.selection import SEARCHES
-from ntkft.select.selection import Selection
-from ntkft.select.selection import block_stats
-from ntkft.select.selection import criterion_value
-from ntkft.select.selection import exhaustive_select
-from ntkft.select.selection import greedy_select
-from ntkft.select.selection import kernel_target_alignment
-from ntkft.select.selection import peft_flags
-from ntkft.select.selection import peft_fragment
-from ntkft.select.selection import select
+from ntkft.peft.fragment import peft_flags, peft_fragment
+from ntkft.select.bounds import (
+    check_bounds,
+    condition_number,
+    extreme_bounds,
+    interval_bounds,
+    kappa_bounds,
+    kappa_from_bounds,
+    weyl_bounds,
+)
+from ntkft.select.selection import (
+    CRITERIA,
+    SEARCHES,
+    Selection,
+    block_stats,
+    criterion_value,
+    exhaustive_select,
+    greedy_select,
+    kernel_target_alignment,
+    select,
+)
 
 __all__ = [
     "CRITERIA", "SEARCHES", "Selection", "block_stats", "check_bounds",

@@ -6,7 +6,7 @@
 Computes the per-block kernels K_b of every candidate block (the blocks of
 ``config.peft`` split by ``config.block_by``) with
 :func:`ntkft.ntk.per_block_ntk_fn`, selects ``config.budget`` blocks for
-``config.criterion`` with ``config.search`` (Weyl-pruned, see
+``config.criterion`` with ``config.search`` (greedy: Weyl-pruned, see
 :mod:`ntkft.select.selection`), reports the other criteria's choices, and writes
 ``<workdir>/selection.json``:
 
@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from ntkft import data, ntk_report
+from ntkft import data, ntk_report, records
 from ntkft.select import selection as selection_lib
 
 BLOCK_BY = ("layer", "layer_projection")
@@ -91,7 +91,7 @@ def run(config, workdir: str) -> dict:
       "block_by": config.block_by, "index": index.tolist(),
       "targets": "residual y - f(θ0)" if config.residual else "y",
       **result.to_json(),
-      "candidates": selection_lib._jsonable(selection_lib.block_stats(
+      "candidates": records.jsonable(selection_lib.block_stats(
           kernels, targets, fx0 if config.residual else None, config.ridge, counts)),
       "other_criteria": others,
       "kernel_seconds": t_kernel, "select_seconds": t_select,

@@ -1,5 +1,7 @@
 """`experiments.perturbation_bounds`: Weyl bounds hold step by step, end to end on a tiny BERT."""
+import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -74,6 +76,18 @@ def test_run_bounds_hold_and_match_exact(run_once):
   assert all(s["kappa_upper"] > s["kappa"] * (1 + 1e-9) for s in results["steps"][1:])
   assert [s["num_params"] for s in results["steps"]] == [512, 1024, 1536]
   assert np.isclose(np.trace(k_all), sum(v["trace"] for v in results["blocks"].values()))
+  # Search costs: exhaustive = C(3, k) eigendecompositions and the brute-force
+  # optimum; pruned greedy never costs more than unpruned greedy.
+  costs = {(r["k"], r["search"], r["prune"]): r for r in results["search_costs"]}
+  for k in (2, 3):
+    ex = costs[k, "exhaustive", False]
+    assert ex["exact_evaluations"] == ex["subsets"] == math.comb(NUM_LAYERS, k)
+    best = min(itertools.combinations(kernels, k), key=lambda s: select.criterion_value(
+        sum(kernels[b] for b in s), "min_kappa", ridge=config.ridge))
+    assert ex["selected"] == list(best)
+    pruned, plain = costs[k, "greedy", True], costs[k, "greedy", False]
+    assert pruned["exact_evaluations"] + pruned["pruned"] == plain["exact_evaluations"]
+    assert pruned["selected"] == plain["selected"]
   for name in ("perturbation_bounds_bands.png", "perturbation_bounds_kappa.png"):
     png = workdir / name
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
