@@ -42,6 +42,8 @@ def get_config(arg=None, mode="linearized"):
                  weight_decay=0.0, clip_norm=1.0, grad_accum_steps=1)
   c.train = dict(steps=250, log_every=10, eval_every=0, ckpt_every=50, ckpt_keep=2,
                  progress=True)
+  c.prefix_cache = False          # True: states below the lowest trained layer computed once
+  #   per example (ntkft.train.prefix_cache; needs model.dropout = 0)
   c.mesh = (("data", -1),)        # device mesh axes; -1 takes the remaining devices
   #   CLI: --config.mesh="(('data', 8),)"  (batch sizes must divide by the data size)
   c.fsdp = False                  # split big matrices (not LoRA) along 'data' (ntkft.train.mesh)

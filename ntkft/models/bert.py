@@ -178,15 +178,21 @@ class SequenceClassifier(nnx.Module):
     self.type_vocab_size = cfg.type_vocab_size
     self.dropout_rate = cfg.dropout_rate
 
-  def hidden_states(self, batch, rng=None):
-    """Last hidden states (B, L, H) for batch['input_ids'|'attention_mask'|'token_type_ids']."""
+  def embed(self, batch, rng=None):
+    """Embedding output (B, L, H), the input of layer 0."""
     ids = batch["input_ids"]
-    mask = batch["attention_mask"]
     types = batch.get("token_type_ids")
     if types is None or self.type_vocab_size == 1:
       types = jnp.zeros_like(ids)
-    x = self.embeddings(ids, types, fold(rng, 0))
-    return self.encoder(x, mask, rng=fold(rng, 1))
+    return self.embeddings(ids, types, fold(rng, 0))
+
+  def hidden_states(self, batch, rng=None):
+    """Last hidden states (B, L, H) for batch['input_ids'|'attention_mask'|'token_type_ids']."""
+    return self.encoder(self.embed(batch, rng), batch["attention_mask"], rng=fold(rng, 1))
+
+  def prefix_states(self, batch, start: int):
+    """Hidden states (B, L, H) entering layer ``start`` (embeddings + layers < start), no dropout."""
+    return self.encoder(self.embed(batch), batch["attention_mask"], stop=start)
 
   def pool(self, hidden, mask):
     """(B, L, H) -> (B, H): tanh-pooler on the first token, or masked mean."""
@@ -198,8 +204,20 @@ class SequenceClassifier(nnx.Module):
     m = mask.astype(hidden.dtype)[..., None]
     return (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
 
-  def __call__(self, batch, rng=None):
-    hidden = self.hidden_states(batch, rng)
-    pooled = dropout(self.pool(hidden, batch["attention_mask"]), self.dropout_rate,
-                     fold(rng, 2))
+  def classify(self, hidden, mask, rng=None):
+    """Last hidden states (B, L, H) -> logits (B, num_labels): pooling, dropout, head."""
+    pooled = dropout(self.pool(hidden, mask), self.dropout_rate, fold(rng, 2))
     return self.head(pooled, fold(rng, 3))
+
+  def from_layer(self, batch, start: int, rng=None):
+    """Logits from ``batch['hidden']`` (B, L, H), the states entering layer ``start``.
+
+    Equals ``__call__`` when ``batch['hidden'] == prefix_states(batch, start)`` and
+    layers < start are frozen and dropout-free (same per-layer dropout keys).
+    """
+    mask = batch["attention_mask"]
+    hidden = self.encoder(batch["hidden"], mask, rng=fold(rng, 1), start=start)
+    return self.classify(hidden, mask, rng)
+
+  def __call__(self, batch, rng=None):
+    return self.classify(self.hidden_states(batch, rng), batch["attention_mask"], rng)

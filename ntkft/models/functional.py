@@ -6,6 +6,8 @@
   hidden_fn(params, batch)          -> last hidden states (B, L, H)
   lm_logits_fn(params, batch)       -> next-token logits (B, L, V)  (decoders only)
 
+and ``prefix_functions(model)`` splits an encoder at a layer (frozen-prefix cache).
+
 where ``params`` is a plain nested dict of arrays (``nnx.to_pure_dict``). With
 ``rng=None`` the model is deterministic (dropout off), which is what the tangent
 model and every kernel use.
@@ -111,6 +113,37 @@ def abstract_model(config: EncoderConfig, head: HeadConfig,
   apply_fn, hidden_fn, params = as_functions(module)
   return Model(apply_fn=apply_fn, hidden_fn=hidden_fn, params=params, config=config,
                head=head, adapters=adapters, lm_logits_fn=lm_logits_fn_of(module))
+
+
+def prefix_functions(model: Model) -> tuple[Callable, Callable]:
+  """Split an encoder classifier at a layer, for caching the frozen prefix.
+
+  Returns ``(prefix_fn, from_layer_fn)``:
+
+    prefix_fn(params, batch, start)          -> (B, L, H) states entering layer ``start``
+                                                (embeddings + layers < start, no dropout)
+    from_layer_fn(params, batch, start, rng) -> (B, num_labels) logits from
+                                                ``batch['hidden']`` through layers >= start
+
+  so ``from_layer_fn(params, {**batch, 'hidden': prefix_fn(params, batch, s)}, s)
+  == model.apply_fn(params, batch)``. ``start`` is static (a Python int).
+
+  Raises:
+    ValueError: for decoder-only families (only BERT-family encoders split here).
+  """
+  if not isinstance(model.config, EncoderConfig):
+    raise ValueError(f"prefix caching supports BERT-family encoders, not {model.family!r}")
+  module = nnx.eval_shape(lambda: build_module(model.config, model.head, model.adapters,
+                                               nnx.Rngs(params=0)))
+  graphdef, _, _ = nnx.split(module, nnx.Param, ...)
+
+  def prefix_fn(params: Params, batch, start: int):
+    return nnx.merge(graphdef, params).prefix_states(batch, start)
+
+  def from_layer_fn(params: Params, batch, start: int, rng=None):
+    return nnx.merge(graphdef, params).from_layer(batch, start, rng)
+
+  return prefix_fn, from_layer_fn
 
 
 def flatten(params: Params, prefix: str = "") -> dict[str, Any]:

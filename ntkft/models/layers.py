@@ -154,8 +154,10 @@ class LayerStack(nnx.Module):
       setattr(self, f"layer_{i}", make_layer(i))
     self.num_layers = num_layers
 
-  def __call__(self, x: jax.Array, *args, rng: jax.Array | None = None) -> jax.Array:
-    for i in range(self.num_layers):
+  def __call__(self, x: jax.Array, *args, rng: jax.Array | None = None, start: int = 0,
+               stop: int | None = None) -> jax.Array:
+    """Layers ``start .. stop-1`` (default all); layer i always gets ``fold(rng, i)``."""
+    for i in range(start, self.num_layers if stop is None else stop):
       x = getattr(self, f"layer_{i}")(x, *args, rng=fold(rng, i))
     return x
 

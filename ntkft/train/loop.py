@@ -39,6 +39,7 @@ from ntkft import data, ntk, peft
 from ntkft.evals import metrics as metrics_lib
 from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
 from ntkft.train import checkpoint, distributed, losses, optim, step as step_lib
+from ntkft.train import prefix_cache
 from ntkft.train import mesh as mesh_lib
 from ntkft.train.state import TrainState
 
@@ -172,7 +173,14 @@ def run(config, workdir: str) -> dict:
                      trainable0=jax.tree.map(jnp.copy, trainable), frozen=frozen,
                      # raw uint32 key data: checkpointable as a plain array
                      opt_state=tx.init(trainable), rng=jax.random.PRNGKey(config.seed))
-  outputs_fn = step_lib.model_fn(config.mode, model.apply_fn)
+  # Frozen prefix computed once per example (config.prefix_cache, ntkft.train.prefix_cache).
+  cache = None
+  if config.get("prefix_cache", False):
+    cache = prefix_cache.PrefixCache.build(
+        model, trainable, model.params, {"train": train_enc, "dev": dev_enc},
+        d.eval_batch_size, d.buckets, d.max_len)
+    print(f"prefix cache: layers < {cache.start} computed once per example")
+  outputs_fn = step_lib.model_fn(config.mode, model.apply_fn if cache is None else cache.apply_fn)
   loss_fn = losses.loss_fn(loss_kind, task.num_labels, task.is_regression)
   # Place the state by the sharding rules (fresh and restored states then have
   # the same shardings, so a resumed run compiles the same program).
@@ -193,7 +201,10 @@ def run(config, workdir: str) -> dict:
   # Outputs replicated: every process reads all predictions.
   eval_fn = jax.jit(eval_outputs, in_shardings=(state_shardings, batch_shd),
                     out_shardings=(rep, rep))
-  put_batch = functools.partial(mesh_lib.global_batch, sharding=batch_shd)
+  put = functools.partial(mesh_lib.global_batch, sharding=batch_shd)
+
+  def feed(split):  # host batch of a split -> the (sharded) arrays the jitted functions take
+    return put if cache is None else (lambda b: put(cache.attach(b, split)))
 
   # Resume.
   mngr = checkpoint.manager(workdir, config.train.ckpt_every, config.train.ckpt_keep)
@@ -222,7 +233,7 @@ def run(config, workdir: str) -> dict:
   bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc=config.mode,
                   dynamic_ncols=True, disable=not (config.train.progress and lead))
   for s in bar:
-    state, m = train_step(state, put_batch(stream.batch(s)))
+    state, m = train_step(state, feed("train")(stream.batch(s)))
     loss = float(m["loss"])
     if s == start:
       t_first = time.time()
@@ -243,15 +254,15 @@ def run(config, workdir: str) -> dict:
       window = []
     if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
       log(done, d.eval_split, evaluate(eval_fn, state, dev_batches, dev_enc.labels, task,
-                                       task.is_regression, put_batch))
+                                       task.is_regression, feed("dev")))
     checkpoint.save(mngr, done, state, force=(done == total))
   mngr.wait_until_finished()
 
   # Final evaluation and summary.
   dev = evaluate(eval_fn, state, dev_batches, dev_enc.labels, task, task.is_regression,
-                 put_batch)
+                 feed("dev"))
   train_eval = evaluate(eval_fn, state, train_eval_batches, train_enc.labels, task,
-                        task.is_regression, put_batch)
+                        task.is_regression, feed("train"))
   log(total, d.eval_split, dev)
   log(total, "train_eval", train_eval)
   if mismatched_enc is not None:  # MNLI: GLUE reports matched and mismatched
