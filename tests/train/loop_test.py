@@ -321,3 +321,17 @@ def test_corrupted_checkpoint_raises_and_deletes_nothing(tmp_path, cache_dir, mo
     loop.run(_parse(_args(model_dir)), str(workdir))
   after = {p: p.stat().st_size for p in workdir.rglob("*") if p.is_file()}
   assert after == before
+
+
+@pytest.mark.parametrize("mode", ["nonlinear", "linearized"])
+def test_prefix_cache_run_equals_the_full_model_run(tmp_path, cache_dir, model_dir, mode):
+  """LoRA on layer 1 only: caching layer 0 changes nothing but the cost."""
+  def run(cached):
+    overrides = {**_SHORT, "peft.layers": "(1,)", "prefix_cache": cached,
+                 "train.ckpt_every": 100}
+    config = _parse(_args(model_dir, f"glue_{mode}", **overrides))
+    return loop.run(config, str(tmp_path / f"w{cached}"))
+  full, cached = run(False), run(True)
+  for key in ("train_loss", "param_distance"):
+    assert cached[key] == pytest.approx(full[key], rel=1e-4), key
+  assert cached["dev_metrics"]["accuracy"] == full["dev_metrics"]["accuracy"]
