@@ -44,6 +44,7 @@ def get_config(arg=None, mode="linearized"):
                  progress=True)
   c.prefix_cache = False          # True: states below the lowest trained layer computed once
   #   per example (ntkft.train.prefix_cache; needs model.dropout = 0)
+  c.lin_gap = False               # True (nonlinear runs): summary["lin_gap"] on the eval split
   c.mesh = (("data", -1),)        # device mesh axes; -1 takes the remaining devices
   #   CLI: --config.mesh="(('data', 8),)"  (batch sizes must divide by the data size)
   c.fsdp = False                  # split big matrices (not LoRA) along 'data' (ntkft.train.mesh)

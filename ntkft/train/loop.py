@@ -37,6 +37,7 @@ import tqdm
 
 from ntkft import data, ntk, peft
 from ntkft.evals import metrics as metrics_lib
+from ntkft.linearize.gap import linearization_gap
 from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
 from ntkft.train import checkpoint, distributed, losses, optim, step as step_lib
 from ntkft.train import prefix_cache
@@ -265,6 +266,12 @@ def run(config, workdir: str) -> dict:
                         task.is_regression, feed("train"))
   log(total, d.eval_split, dev)
   log(total, "train_eval", train_eval)
+  gap = None
+  if config.get("lin_gap", False) and config.mode == "nonlinear":  # on the eval split
+    apply = model.apply_fn if cache is None else cache.apply_fn
+    gap = linearization_gap(lambda p, fr, b: apply(peft.combine(p, fr), b), state.trainable0,
+                            state.trainable, state.frozen, dev_batches, feed("dev"))
+    log(total, d.eval_split, gap)
   if mismatched_enc is not None:  # MNLI: GLUE reports matched and mismatched
     mismatched = evaluate(eval_fn, state, data.eval_batches(
         mismatched_enc, d.eval_batch_size, d.buckets, d.max_len), mismatched_enc.labels, task,
@@ -279,6 +286,8 @@ def run(config, workdir: str) -> dict:
       "num_trainable": peft.count(state.trainable), "n_train": len(train_enc),
       "n_eval": len(dev_enc), "loss": loss_kind, "wall_seconds": time.time() - t_start,
   }
+  if gap is not None:
+    summary["lin_gap"] = gap["lin_gap"]
   if mismatched_enc is not None:
     summary.update(dev_metric_mismatched=mismatched[task.primary_metric],
                    dev_metrics_mismatched=mismatched, n_eval_mismatched=len(mismatched_enc))

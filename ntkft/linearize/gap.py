@@ -1,0 +1,46 @@
+"""How far fine-tuning left the tangent model: the relative linearization gap.
+
+For a run from θ0 to θ_T and f̄ the tangent model at θ0,
+
+  lin_gap = ‖f(θ_T) − f̄(θ_T)‖₂ / ‖f(θ_T) − f(θ0)‖₂,  f̄(θ_T) = f(θ0) + J(θ0)(θ_T − θ0),
+
+with the outputs of all (real) examples and logits stacked into one vector; one
+``jax.jvp`` per batch. 0: the run stayed exactly linear; 1: the nonlinear part
+is as large as the whole move of the outputs.
+"""
+from typing import Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+
+from ntkft.typing import Params
+
+
+def linearization_gap(apply_fn: Callable, params0: Params, params: Params, frozen: Params,
+                      batches: Iterable[dict], put: Callable = lambda b: b) -> dict:
+  """``{"lin_gap", "nonlinear_norm", "move_norm"}`` over the real rows of ``batches``.
+
+  Args:
+    apply_fn: ``apply_fn(params, frozen, batch) -> (B, C)``, deterministic.
+    params0, params: θ0 and θ_T (same pytree).
+    frozen: passed through to ``apply_fn``.
+    batches: dicts with ``weights`` (B,), 0 for padding rows.
+    put: host batch -> the arrays ``apply_fn`` takes (e.g. sharding, cached states).
+  """
+
+  @jax.jit
+  def sums(p0, p, fr, batch):
+    d = jax.tree.map(jnp.subtract, p, p0)
+    f0, jd = jax.jvp(lambda q: apply_fn(q, fr, batch), (p0,), (d,))
+    f = apply_fn(p, fr, batch)
+    w = (batch["weights"] > 0)[:, None]
+    return (jnp.sum(jnp.where(w, jnp.square(f - f0 - jd), 0.0)),
+            jnp.sum(jnp.where(w, jnp.square(f - f0), 0.0)))
+
+  gap2 = move2 = 0.0
+  for batch in batches:
+    g, m = sums(params0, params, frozen, put(batch))
+    gap2, move2 = gap2 + float(g), move2 + float(m)
+  gap, move = gap2 ** 0.5, move2 ** 0.5
+  return {"lin_gap": gap / move if move > 0 else float("nan"),
+          "nonlinear_norm": gap, "move_norm": move}
