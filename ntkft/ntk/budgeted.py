@@ -44,6 +44,7 @@ import numpy as np
 
 from ntkft.ntk import blocks as blocks_lib
 from ntkft.ntk import jacobian_rows as rows_lib
+from ntkft.ntk import precision as precision_lib
 
 _PRECISION = {"default": None, "high": jax.lax.Precision.HIGH,
               "highest": jax.lax.Precision.HIGHEST}
@@ -185,7 +186,7 @@ def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_mb: floa
     The kernel function; ``x2=None`` means x1 (exactly symmetric result).
   """
   traced = _traced(trace_axes)
-  rows_lib.check_precision(precision)
+  precision_lib.check_precision(precision)
   if not memory_budget_mb > 0:
     raise ValueError(f"memory_budget_mb must be positive, got {memory_budget_mb!r}")
   sparse_tables = dict(sparse_tables or {})
@@ -228,7 +229,7 @@ def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_mb: floa
           same = symmetric and c0 == r0
           b = a if same else rows.dense(x2, order2[c0:c1], group, plan.microbatch,
                                         out_size=o, dtype=out.dtype)
-          with rows_lib.matmul_precision(precision):
+          with precision_lib.matmul_precision(precision):
             k = gram(a, b)[:r1 - r0, :c1 - c0]
           del b
           kernel[r0:r1, c0:c1] += k
@@ -248,7 +249,7 @@ def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_mb: floa
         block = vocab[v0:v1]
         a = rows_lib.scatter_rows(g1, ids1, block)
         b = a if symmetric else rows_lib.scatter_rows(g2, ids2, block)
-        with rows_lib.matmul_precision(precision):
+        with precision_lib.matmul_precision(precision):
           kernel += gram(a, b)
         report(dict(stage="sparse", leaf=paths[leaf], vocab=(v0, v1), plan=plan))
     if symmetric:

@@ -84,6 +84,7 @@ def empirical_ntk_fn(
     on_chunk: Optional[OnChunk] = None,
     length_buckets: Optional[Sequence[int]] = None,
     mask_key: str = "attention_mask",
+    precision: str = "highest",
 ) -> Callable[..., Array]:
   """Returns ``ntk_fn(x1, x2, params, *extra)``, the empirical NTK of apply_fn.
 
@@ -112,6 +113,8 @@ def empirical_ntk_fn(
       briefly holds two more copies of a chunk's Jacobians (outside
       ``memory_budget_bytes``). None: no cutting.
     mask_key: the padding mask's key in the inputs (for ``length_buckets``).
+    precision: matmul precision of every traced matmul, model and contraction
+      (:mod:`ntkft.ntk.precision`; "highest" by default: no TF32 on GPUs).
 
   Returns:
     ``ntk_fn(x1, x2, params, *extra) -> K``. ``x1``, ``x2``: pytrees of arrays
@@ -128,7 +131,7 @@ def empirical_ntk_fn(
       diagonal_axes=diagonal_axes, implementation=implementation,
       kind=contraction.NTK, eps=None, batch_size=batch_size,
       memory_budget_bytes=memory_budget_bytes, on_chunk=on_chunk,
-      length_buckets=length_buckets, mask_key=mask_key)
+      length_buckets=length_buckets, mask_key=mask_key, precision=precision)
 
   def ntk_fn(x1, x2, params: Params, *extra) -> Array:
     return engine(x1, x2, params, *extra)[contraction.NTK]
@@ -148,6 +151,7 @@ def per_block_ntk_fn(
     on_chunk: Optional[OnChunk] = None,
     length_buckets: Optional[Sequence[int]] = None,
     mask_key: str = "attention_mask",
+    precision: str = "highest",
 ) -> Callable[..., dict[str, Array]]:
   """Returns ``fn(x1, x2, params, *extra) -> {block: K_b}`` with sum_b K_b = K.
 
@@ -164,7 +168,7 @@ def per_block_ntk_fn(
       :func:`ntkft.ntk.block_names`), or a mode name ``"layer"``,
       ``"layer_projection"``, ``"leaf"``.
     trace_axes, diagonal_axes, implementation, batch_size,
-    memory_budget_bytes, on_chunk, length_buckets, mask_key: as in
+    memory_budget_bytes, on_chunk, length_buckets, mask_key, precision: as in
       :func:`empirical_ntk_fn`.
 
   Returns:
@@ -182,7 +186,7 @@ def per_block_ntk_fn(
       diagonal_axes=diagonal_axes, implementation=implementation,
       kind=contraction.NTK, eps=None, batch_size=batch_size,
       memory_budget_bytes=memory_budget_bytes, on_chunk=on_chunk,
-      length_buckets=length_buckets, mask_key=mask_key)
+      length_buckets=length_buckets, mask_key=mask_key, precision=precision)
 
   def block_ntk_fn(x1, x2, params: Params, *extra) -> dict[str, Array]:
     return engine(x1, x2, params, *extra)
@@ -200,6 +204,7 @@ def adam_ntk_fn(
     on_chunk: Optional[OnChunk] = None,
     length_buckets: Optional[Sequence[int]] = None,
     mask_key: str = "attention_mask",
+    precision: str = "highest",
 ) -> Callable[..., Array]:
   """Returns ``fn(x1, x2, params, *extra)``, the Adam (SignGD) kernel.
 
@@ -222,7 +227,7 @@ def adam_ntk_fn(
     apply_fn: as in :func:`empirical_ntk_fn`.
     trace_axes, diagonal_axes: as in :func:`empirical_ntk_fn`.
     eps: None for the exact sign, or a positive smoothing constant.
-    batch_size, memory_budget_bytes, on_chunk, length_buckets, mask_key: as in
+    batch_size, memory_budget_bytes, on_chunk, length_buckets, mask_key, precision: as in
       :func:`empirical_ntk_fn`.
   """
   engine = engine_lib.make_engine(
@@ -231,7 +236,7 @@ def adam_ntk_fn(
       implementation=NtkImplementation.JACOBIAN_CONTRACTION,
       kind=contraction.ADAM, eps=eps, batch_size=batch_size,
       memory_budget_bytes=memory_budget_bytes, on_chunk=on_chunk,
-      length_buckets=length_buckets, mask_key=mask_key)
+      length_buckets=length_buckets, mask_key=mask_key, precision=precision)
 
   def kernel_fn(x1, x2, params: Params, *extra) -> Array:
     return engine(x1, x2, params, *extra)[contraction.NTK]

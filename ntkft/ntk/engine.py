@@ -23,6 +23,7 @@ from ntkft.ntk import blocks as blocks_lib
 from ntkft.ntk import chunking, contraction
 from ntkft.ntk import layout as layout_lib
 from ntkft.ntk import lengths as lengths_lib
+from ntkft.ntk import precision as precision_lib
 from ntkft.typing import ApplyFn, Array, Params
 
 OnChunk = Callable[[dict], None]
@@ -73,6 +74,7 @@ class EngineConfig:
   memory_budget_bytes: Optional[int]
   length_buckets: Optional[tuple[int, ...]] = None
   mask_key: str = "attention_mask"
+  precision: str = "highest"
 
 
 class KernelEngine:
@@ -95,6 +97,7 @@ class KernelEngine:
     if config.length_buckets is not None and (
         config.implementation != NtkImplementation.JACOBIAN_CONTRACTION):
       raise ValueError("length_buckets needs implementation='jacobian_contraction'")
+    precision_lib.check_precision(config.precision)
     self.apply_fn = apply_fn
     self.config = config
     self.block_of = block_of
@@ -157,6 +160,11 @@ class KernelEngine:
                                 self.config.length_buckets, self.config.mask_key)
 
   def __call__(self, x1, x2, params: Params, *extra) -> dict[str, Array]:
+    """Every jitted piece is traced under the configured matmul precision."""
+    with precision_lib.matmul_precision(self.config.precision):
+      return self._kernels(x1, x2, params, *extra)
+
+  def _kernels(self, x1, x2, params: Params, *extra) -> dict[str, Array]:
     cfg = self.config
     leaves, treedef = jax.tree.flatten(params)
     paths = blocks_lib.leaf_paths(params)
@@ -256,13 +264,14 @@ class KernelEngine:
               result[name] = k if name not in result else result[name] + k
               continue
             k = np.asarray(k)[:r1 - r0, :c1 - c0]
-            if name not in host:
-              host[name] = np.zeros((n1, n2) + layout.shape_tail, k.dtype)
+            dtype = k.dtype
+            if name not in host:      # chunks accumulate in float64
+              host[name] = np.zeros((n1, n2) + layout.shape_tail, np.float64)
             host[name][r0:r1, c0:c1] += k
             if mirror and c != r:
               host[name][c0:c1, r0:r1] += np.transpose(k, perm)
     if not single:
-      result = {name: jnp.asarray(k) for name, k in host.items()}
+      result = {name: jnp.asarray(k.astype(dtype)) for name, k in host.items()}
     order = list(dict.fromkeys(leaf_blocks))
     return {name: result[name] for name in order}
 
@@ -276,7 +285,7 @@ def make_engine(apply_fn: ApplyFn, *, block_of: Optional[blocks_lib.BlockOf],
                 trace_axes, diagonal_axes, implementation, kind: str,
                 eps: Optional[float], batch_size: Optional[int],
                 memory_budget_bytes: Optional[int], on_chunk: Optional[OnChunk],
-                length_buckets, mask_key: str) -> KernelEngine:
+                length_buckets, mask_key: str, precision: str = "highest") -> KernelEngine:
   """The engine of one kernel function; arguments as in ``empirical_ntk_fn``.
 
   ``block_of=None``: the whole kernel under key :data:`contraction.NTK`; else
@@ -289,5 +298,5 @@ def make_engine(apply_fn: ApplyFn, *, block_of: Optional[blocks_lib.BlockOf],
                    layout_lib.as_axes("diagonal_axes", diagonal_axes),
                    as_implementation(implementation), kind,
                    None if eps is None else float(eps), batch_size,
-                   memory_budget_bytes, as_buckets(length_buckets), mask_key),
+                   memory_budget_bytes, as_buckets(length_buckets), mask_key, precision),
       block_of=block_of, on_chunk=on_chunk)

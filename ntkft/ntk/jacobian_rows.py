@@ -28,7 +28,6 @@ differentiating the model with the table replaced by the example's own rows
 All tracing happens under ``jax.default_matmul_precision(precision)``, so every
 ``dot_general`` of the model and of the contraction carries that precision.
 """
-import contextlib
 import functools
 import weakref
 from typing import Callable, Optional, Sequence
@@ -38,23 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkft.ntk import lengths as lengths_lib
-
-PRECISIONS = ("default", "high", "highest")
-
-
-def check_precision(precision: str) -> str:
-  """``precision`` validated: one of :data:`PRECISIONS` (jax matmul precision names)."""
-  if precision not in PRECISIONS:
-    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-  return precision
-
-
-def matmul_precision(precision: str):
-  """Context in which traced matmuls use ``precision`` ("default": leave JAX's)."""
-  if check_precision(precision) == "default":
-    return contextlib.nullcontext()
-  return jax.default_matmul_precision(precision)
-
+from ntkft.ntk.precision import check_precision, matmul_precision
 
 def length_order(x, buckets: Optional[Sequence[int]], mask_key: str) -> np.ndarray:
   """Example order used for the rows: by length bucket (stable), or 0..n-1."""

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg
 
-from ntkft.ntk import jacobian_rows as rows_lib
+from ntkft.ntk import precision as precision_lib
 
 
 def _vjp_chunk(params, x, v, extra, *, apply_fn, traced):
@@ -60,7 +60,7 @@ def ntk_vp_fn(apply_fn: Callable, trace_axes=(-1,), chunk: int = 64,
       flattened N O x N O kernel, rows ordered (n, o)).
     chunk: examples per vjp/jvp call (memory: one chunk's activations).
     precision: matmul precision of every traced matmul
-      (:data:`ntkft.ntk.jacobian_rows.PRECISIONS`).
+      (:data:`ntkft.ntk.precision.PRECISIONS`).
 
   Returns:
     ``make``; its ``matvec(v)`` takes a float (dim,) vector and returns
@@ -70,7 +70,7 @@ def ntk_vp_fn(apply_fn: Callable, trace_axes=(-1,), chunk: int = 64,
   if axes not in ((-1,), (1,), ()):
     raise ValueError(f"ntk_vp_fn: trace_axes must be (-1,) or (), got {trace_axes!r}")
   traced = bool(axes)
-  rows_lib.check_precision(precision)
+  precision_lib.check_precision(precision)
   if chunk < 1:
     raise ValueError(f"ntk_vp_fn: chunk must be >= 1, got {chunk}")
   vjp = jax.jit(functools.partial(_vjp_chunk, apply_fn=apply_fn, traced=traced))
@@ -92,7 +92,7 @@ def ntk_vp_fn(apply_fn: Callable, trace_axes=(-1,), chunk: int = 64,
       v = np.asarray(v, np.float64).reshape((n,) if traced else (n, o))
       if v.shape[0] != n:
         raise ValueError(f"matvec: expected a vector of size {dim}")
-      with rows_lib.matmul_precision(precision):
+      with precision_lib.matmul_precision(precision):
         w = None
         for (s, e), xc in zip(spans, chunks):
           vc = np.zeros((size,) + v.shape[1:], out.dtype)

@@ -28,6 +28,7 @@ import numpy as np
 
 from ntkft.ntk import budgeted
 from ntkft.ntk import jacobian_rows as rows_lib
+from ntkft.ntk import precision as precision_lib
 
 
 def pntk_fn(apply_fn: Callable, **budget_options) -> Callable:
@@ -112,7 +113,7 @@ def count_sketch_ntk_fn(apply_fn: Callable, dim: int, seed: int = 0, trace_axes=
     else:
       order2 = rows_lib.length_order(x2, length_buckets, mask_key)
       s2 = sketched(x2, order2)
-    with rows_lib.matmul_precision(precision):
+    with precision_lib.matmul_precision(precision):
       k = np.asarray(budgeted._gram(s1, s2, out_size=o, traced=traced, precision=precision),
                      np.float64)[:len(order1), :len(order2)]
     return k[np.ix_(np.argsort(order1), np.argsort(order2))]

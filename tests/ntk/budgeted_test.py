@@ -7,6 +7,7 @@ from jax.flatten_util import ravel_pytree
 
 from ntkft.ntk import budgeted
 from ntkft.ntk import jacobian_rows
+from ntkft.ntk import precision
 from tests.ntk import tiny_models
 
 VOCAB, LENGTH, DIM = 13, 6, 4
@@ -122,7 +123,7 @@ def test_precision_reaches_every_matmul():
   leaves = rows.leaves
   group = tuple(range(len(leaves)))
   fn = rows._fn("dense", group=group, transform=None)
-  with jacobian_rows.matmul_precision("highest"):
+  with precision.matmul_precision("highest"):
     hlo = fn.lower(leaves, [], x, (), ()).as_text()
     a = jnp.ones((8, 5))
     hlo += budgeted._gram.lower(a, a, out_size=2, traced=True, precision="highest").as_text()
