@@ -240,7 +240,8 @@ def _init_missing(shapes, names, adapters, seed):
 
 def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
                     adapters: dict[str, AdapterSpec] | None = None, *, seed: int = 0,
-                    load_head: bool = True, dropout_rate: float = 0.0) -> Model:
+                    load_head: bool = True, dropout_rate: float = 0.0,
+                    adapters_from: str | pathlib.Path | None = None) -> Model:
   """A pretrained classifier (BERT/RoBERTa, GPT-2 or LLaMA layout) as pure functions + params.
 
   Args:
@@ -251,6 +252,11 @@ def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
     load_head: take the pooler/head from the checkpoint when present (set False to
       put a fresh head on a checkpoint fine-tuned for another label set).
     dropout_rate: hidden/attention dropout used in training (0 disables).
+    adapters_from: a Hugging Face PEFT LoRA folder (``adapter_config.json`` +
+      ``adapter_model.safetensors``, written by PEFT or ``ntkft.export_peft``;
+      BERT/RoBERTa): its LoRA weights become the adapters (instead of
+      ``adapters``) and its head/pooler tensors (``modules_to_save``) replace
+      the checkpoint's (``ntkft.models.peft_format``).
 
   Raises:
     CheckpointMismatchError: listing every missing encoder tensor, unexpected
@@ -258,6 +264,14 @@ def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
   """
   model_dir = resolve_model_dir(path_or_name)
   config = read_config(model_dir, dropout_rate=dropout_rate)
+  adapter_params = {}
+  if adapters_from is not None:
+    from ntkft.models import peft_format  # it imports this module
+    if adapters:
+      raise ValueError("load_pretrained: pass adapters or adapters_from, not both")
+    adapter_config, adapter_tensors = peft_format.read_adapter(adapters_from)
+    adapters, adapter_params = peft_format.from_peft(
+        adapter_config, adapter_tensors, config.family, where=str(adapters_from))
   adapters = dict(adapters or {})
   model = abstract_model(config, head, adapters)
   fresh = flatten(model.params)  # name -> ShapeDtypeStruct
@@ -275,6 +289,7 @@ def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
   else:
     loaded, unexpected = convert_hf_tensors(tensors, config.family, load_head)
     optional = ("pooler/", "head/")
+  loaded.update(adapter_params)
 
   if head.pooling != "cls":  # a checkpoint's pooler is unused under mean pooling
     loaded = {k: v for k, v in loaded.items() if not k.startswith("pooler/")}
