@@ -72,8 +72,13 @@ class HeadConfig:
 
   pooling="cls": HF-style pooler (dense + tanh on the first token) then a linear
   layer (BERT's ``pooler`` + ``classifier``, RoBERTa's ``classifier.dense`` +
-  ``classifier.out_proj``). pooling="mean": masked mean of the last hidden states
-  then a linear layer (sentence-transformers style; MiniLM has no pooler weights).
+  ``classifier.out_proj``): what HF's ``*ForSequenceClassification`` compute.
+  The pooler is loaded from the checkpoint when it has one (the shipped MiniLM
+  does: ``pooler.dense``); the linear layer is new unless the checkpoint is a
+  classifier with ``num_labels`` outputs. pooling="mean" (the default, unlike
+  HF): masked mean of the last hidden states then a linear layer
+  (sentence-transformers style, how all-MiniLM-L6-v2 was trained; a checkpoint's
+  pooler is then unused and not loaded).
   pooling="last": the hidden state of the last real token then a linear layer
   (the decoder-only default, ``ntkft.models.causal``; also valid for encoders).
   """
