@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ntkft import cli, data, diagnostics, ntk_report, peft, records
+from ntkft import cli, data, diagnostics, peft, records, theta0
 from ntkft.ntk import blocks
 from ntkft.train import losses
 
@@ -36,28 +36,25 @@ TABLE_COLUMNS = ("lam", "dist_nonlinear", "dist_linearized", "bound", "param_gap
                  "violations")
 
 
-def load_inputs(config, model, task):
+def load_inputs(config, start, task):
   """(x_train, y_train, x_eval, y_eval): fixed random samples, one padded batch each.
 
-  Both are padded to the same length, so equal n_train and n_eval share compiled code.
+  ``config.n_train`` train and ``config.n_eval`` eval examples
+  (``ntkft.data.fixed_sample`` with seeds [seed, 0] and [seed, 1]), both padded
+  to the same length, so equal n_train and n_eval share compiled code; targets
+  are one-hot labels (``ntkft.train.losses.targets``).
   """
   d = config.data
-  tokenizer = data.load_tokenizer(model.source)
-  encoded = []
+  tokenizer = data.load_tokenizer(start.model.source)
+  samples = []
   for split, n, salt in ((d.train_split, config.n_train, 0), (d.eval_split, config.n_eval, 1)):
     examples = data.load_examples(task, split, data.task_data_dir(task, d.root))
-    if not 1 <= n <= len(examples):
-      raise ValueError(f"n={n} for {task.name}/{split} must be in [1, {len(examples)}]")
-    index = np.sort(np.random.default_rng([config.seed, salt]).choice(len(examples), n,
-                                                                      replace=False))
-    encoded.append(data.encode(tokenizer, examples.select(index), d.max_len))
-  length = max(int(enc.lengths.max()) for enc in encoded)
+    samples.append(data.fixed_sample(examples, n, [config.seed, salt], tokenizer, d.max_len))
+  length = max(s.longest for s in samples)
   out = []
-  for enc in encoded:
-    batch = data.make_batch(enc, np.arange(len(enc)), len(enc), None, length)
-    x = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-    y = np.asarray(losses.targets(enc.labels, task.num_labels, task.is_regression))
-    out += [x, y]
+  for s in samples:
+    out += [s.inputs(length),
+            np.asarray(losses.targets(s.labels, task.num_labels, task.is_regression))]
   return tuple(out)
 
 
@@ -165,9 +162,10 @@ def run(config, workdir: str) -> dict:
   if not config.lams or any(lam < 0 for lam in config.lams):
     raise ValueError(f"lams must be a non-empty grid of values >= 0, got {config.lams}")
   task = data.get_task(config.task)
-  model, trainable, frozen, apply = ntk_report.model_and_subset(config)
+  start = theta0.build_theta0(config)
+  trainable, frozen, apply = start.trainable, start.frozen, start.apply
   print(peft.describe(trainable, frozen))
-  x_train, y_train, x_eval, y_eval = load_inputs(config, model, task)
+  x_train, y_train, x_eval, y_eval = load_inputs(config, start, task)
   chunk = config.ntk_batch_size or None
   k_tt = diagnostics.flat_ntk(apply, x_train, None, trainable, frozen, batch_size=chunk)
   k_et = diagnostics.flat_ntk(apply, x_eval, x_train, trainable, frozen, batch_size=chunk)

@@ -8,21 +8,15 @@ normalization, ``ntkft.ntk.per_block_ntk_fn`` with ``block_by="layer"``)::
 
   K_S = sum_{i in S} K_{layer_i} + K_head        (K_head only if the head trains)
 
-The per-block kernels ``K_b`` (n, n) are computed once per task on a model with
-LoRA on every layer (:func:`task_kernels`), on a fixed sample of n examples of
-the fine-tuning training set, and cached in ``<workdir>/kernels.npz``.
-
-.. warning::
-  θ0 of the kernel model and of a fine-tuning run share the pretrained weights
-  but not all random draws: ``ntkft.models.load_pretrained`` initializes the
-  LoRA factors and the head from one seeded stream over the modules that need
-  them, so a run with adapters on S only draws different LoRA A factors and a
-  different head than the all-layer kernel model (and other seeds differ
-  anyway). With ``init="zero_b"`` the function at θ0 is the same, and
-  ``K_head`` (the pooled features' Gram matrix) does not depend on the draw;
-  the LoRA blocks do, through A and the head weights. The kernels are
-  therefore the NTK of the same *parameter set* at a statistically equivalent
-  θ0, exactly what a selector computed before fine-tuning can know.
+The per-block kernels ``K_b`` (n, n) are computed once per task on the model
+of the run config with LoRA on every layer (:func:`task_kernels`), on a fixed
+sample of n examples of the fine-tuning training set, and cached in
+``<workdir>/kernels.npz``. This is the kernel of S at the θ0 the run of S with
+the same seed starts from: every fresh leaf (head, LoRA A) is drawn from a key
+of its own name (``ntkft.theta0``), so it is the same with LoRA on S or on all
+layers, and with ``init="zero_b"`` (required) the other layers' adapters leave
+f, and hence the Jacobian of S's leaves, unchanged. Kernels of runs with other
+seeds (``selection_validation``'s ``seeds``) are those of ``config.seed``.
 
 Also here: spectral statistics of K_S (:func:`kernel_stats`), one fine-tuning
 run per (task, layer set, seed) in its own sub-workdir that a rerun skips once
@@ -42,8 +36,8 @@ import numpy as np
 import scipy.stats
 
 from configs import glue_common
-from ntkft import data, ntk, peft, records
-from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
+from ntkft import data, records, theta0, theta0_kernels
+from ntkft.models import read_config, resolve_model_dir
 from ntkft.select import selection as selection_lib
 from ntkft.train import losses
 from ntkft.train import loop
@@ -218,42 +212,26 @@ def task_kernels(finetune_cfg, task: str, n: int, seed: int, workdir,
     return {"kernels": kernels, "fx0": z["fx0"], "targets": z["targets"],
             "labels": z["labels"], "index": z["index"], "param_counts": counts,
             "seconds": 0.0}
-  t0 = time.time()
+  config = finetune_config(finetune_cfg, task, (0,), seed)
+  config.peft.layers = "all"  # one model, every layer's block
+  if config.peft.init != "zero_b":
+    raise ValueError(
+        f"finetune.peft.init={config.peft.init!r}: the layer studies compute every layer's "
+        "block on one model with LoRA on all layers, which is the kernel of a run on S at "
+        "its θ0 only when the other adapters leave f unchanged (B = 0: init='zero_b')")
   spec = data.get_task(task)
-  f = finetune_cfg
-  peft_cfg = dict(f.peft.to_dict() if hasattr(f.peft, "to_dict") else f.peft, layers="all")
-  pspec = peft.PeftSpec.from_config(peft_cfg)
-  num_layers = num_layers_of(f.model.name)
-  model = load_pretrained(f.model.name, HeadConfig(spec.num_labels, f.model.pooling),
-                          adapters=peft.adapters_for(pspec, num_layers), seed=seed,
-                          load_head=f.model.load_head)
-  trainable, frozen = peft.partition(model.params,
-                                     peft.trainable_names(pspec, model.params, num_layers))
-
-  def apply(p, x, frozen):
-    return model.apply_fn(peft.combine(p, frozen), x)
-
-  examples = _train_examples(f, task, seed)
-  if not 1 <= n <= len(examples):
-    raise ValueError(f"kernel sample n={n} must be in [1, {len(examples)}] (the "
-                     f"{task} training set of the fine-tuning runs)")
-  index = np.sort(np.random.default_rng([seed, 1]).choice(len(examples), n, replace=False))
-  encoded = data.encode(data.load_tokenizer(model.source), examples.select(index),
-                        f.data.max_len)
-  batch = data.make_batch(encoded, np.arange(n), n, None, int(encoded.lengths.max()))
-  x = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-  block_fn = ntk.per_block_ntk_fn(apply, "layer", trace_axes=(-1,),
-                                  batch_size=chunk_size or None)
-  kernels = {k: np.asarray(v, np.float64) for k, v in block_fn(x, None, trainable, frozen).items()}
-  fx0 = np.asarray(jax.jit(apply)(trainable, x, frozen), np.float64)
-  targets = np.asarray(losses.targets(encoded.labels, spec.num_labels, spec.is_regression),
+  start = theta0.build_theta0(config)
+  sample = data.fixed_sample(_train_examples(config, task, seed), n, [seed, 1],
+                             data.load_tokenizer(start.model.source), config.data.max_len)
+  bk = theta0_kernels.per_block_kernels(start, sample, "layer", chunk_size=chunk_size)
+  kernels, fx0, counts, index = bk.kernels, bk.fx0, bk.num_params, bk.index
+  targets = np.asarray(losses.targets(bk.labels, spec.num_labels, spec.is_regression),
                        np.float64).reshape(n, -1)
-  counts = ntk.block_param_counts(trainable, "layer")
   workdir.mkdir(parents=True, exist_ok=True)
-  np.savez(cache, fx0=fx0, targets=targets, labels=encoded.labels, index=index,
+  np.savez(cache, fx0=fx0, targets=targets, labels=bk.labels, index=index,
            param_counts=json.dumps(counts), **{f"block/{k}": v for k, v in kernels.items()})
-  return {"kernels": kernels, "fx0": fx0, "targets": targets, "labels": encoded.labels,
-          "index": index, "param_counts": counts, "seconds": time.time() - t0}
+  return {"kernels": kernels, "fx0": fx0, "targets": targets, "labels": bk.labels,
+          "index": index, "param_counts": counts, "seconds": bk.seconds}
 
 
 def kernels_per_task(config, workdir):

@@ -35,7 +35,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ntkft import cli, ntk_report, records, spectral
+from ntkft import cli, ntk_report, records, spectral, theta0_kernels
 
 # Axis label of kernel eigenvalues: the NTK is Σ_p ∂f/∂θ_p ∂f/∂θ_p, averaged
 # over the logits, so its unit is logit² per (unit of θ)².
@@ -54,7 +54,7 @@ def short_name(name: str) -> str:
   return _LAYER_RE.sub(lambda m: f"L{m.group(1)}", name)
 
 
-def block_kernels(config) -> ntk_report.BlockKernels:
+def block_kernels(config) -> theta0_kernels.BlockKernels:
   """:func:`ntkft.ntk_report.block_kernels`, blocks ordered by :func:`block_order_key`
   and symmetrized ((K + Kᵀ)/2, a rounding fix)."""
   bk = ntk_report.block_kernels(config)
@@ -63,12 +63,12 @@ def block_kernels(config) -> ntk_report.BlockKernels:
   return dataclasses.replace(bk, kernels=kernels)
 
 
-def save_block_kernels(bk: ntk_report.BlockKernels, path) -> None:
+def save_block_kernels(bk: theta0_kernels.BlockKernels, path) -> None:
   np.savez(path, labels=bk.labels, index=bk.index,
            **{f"block/{k}": v for k, v in bk.kernels.items()})
 
 
-def start(config, workdir) -> tuple[pathlib.Path, ntk_report.BlockKernels]:
+def start(config, workdir) -> tuple[pathlib.Path, theta0_kernels.BlockKernels]:
   """Shared start of the per-block kernel experiments: checks config.ridge, creates
   ``workdir`` and computes :func:`block_kernels`."""
   if config.ridge < 0:
@@ -78,7 +78,7 @@ def start(config, workdir) -> tuple[pathlib.Path, ntk_report.BlockKernels]:
   return workdir, block_kernels(config)
 
 
-def kernel_fields(experiment: str, config, bk: ntk_report.BlockKernels) -> dict:
+def kernel_fields(experiment: str, config, bk: theta0_kernels.BlockKernels) -> dict:
   """The leading results.json fields of the per-block kernel experiments."""
   return {"experiment": experiment, "task": bk.task, "model": config.model.name,
           "n": int(config.n), "block_by": config.block_by, "ridge": float(config.ridge),
@@ -88,7 +88,7 @@ def kernel_fields(experiment: str, config, bk: ntk_report.BlockKernels) -> dict:
                      for b, k in bk.kernels.items()}}
 
 
-def write_results(results: dict, config, bk: ntk_report.BlockKernels, workdir, t0: float) -> dict:
+def write_results(results: dict, config, bk: theta0_kernels.BlockKernels, workdir, t0: float) -> dict:
   """Adds provenance and timings; writes results.json and block_kernels.npz into
   ``workdir``; returns the JSON-safe results."""
   results = records.jsonable({**results, **records.provenance(config),

@@ -17,7 +17,6 @@ lambda_max, lambda_min and their ratio from Lanczos on the NTK-vector product
 rounding; fewer steps bound lambda_max from below and lambda_min from above),
 and no kernel.npz / spectrum.png are written.
 """
-import dataclasses
 import json
 import pathlib
 import time
@@ -25,96 +24,45 @@ import time
 import jax
 import numpy as np
 import tqdm
-from ntkft import cli, data, ntk, peft, spectral
-from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
+
+from ntkft import cli, data, ntk, peft, spectral, theta0, theta0_kernels
 
 KINDS = ("ntk", "adam")
 
 
-def kernel_inputs(config, model):
-  """(batch dict with n examples padded to one length, labels, example indices)."""
+def kernel_sample(config, start: theta0.Theta0) -> data.FixedSample:
+  """The ``config.n`` examples of config.task / data.split the kernels are computed on.
+
+  A fixed random sample (``np.random.default_rng(config.seed)``) tokenized with
+  the model's tokenizer to ``config.data.max_len``.
+  """
   d = config.data
   task = data.get_task(config.task)
   examples = data.load_examples(task, d.split, data.task_data_dir(task, d.root))
-  if config.n > len(examples):
-    raise ValueError(f"n={config.n} exceeds the {len(examples)} examples of "
-                     f"{task.name}/{d.split}")
-  index = np.sort(np.random.default_rng(config.seed).choice(len(examples), config.n,
-                                                            replace=False))
-  encoded = data.encode(data.load_tokenizer(model.source), examples.select(index), d.max_len)
-  batch = data.make_batch(encoded, np.arange(config.n), config.n, None, int(encoded.lengths.max()))
-  x = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-  return x, encoded.labels, index
+  return data.fixed_sample(examples, config.n, config.seed,
+                           data.load_tokenizer(start.model.source), d.max_len)
 
 
-def model_and_subset(config):
-  """(model, trainable, frozen, apply) for config.task / model / peft at θ0.
-
-  ``apply(trainable, x, frozen)`` is the model on the recombined params; the
-  frozen weights travel as an argument (not a closure), as the NTK engine needs.
-  """
-  task = data.get_task(config.task)
-  spec = peft.PeftSpec.from_config(config.peft)
-  num_layers = read_config(resolve_model_dir(config.model.name)).num_layers
-  model = load_pretrained(config.model.name, HeadConfig(task.num_labels, config.model.pooling),
-                          adapters=peft.adapters_for(spec, num_layers), seed=config.seed)
-  subset = peft.kernel_subset(model, spec)
-  return model, subset.trainable, subset.frozen, subset.apply_fn
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockKernels:
-  """Per-block NTKs at θ0 on n examples of a task (:func:`block_kernels`).
-
-  Attributes:
-    kernels: {block name: (n, n) float64 K_b}, blocks in order of first
-      appearance in the parameters (model order); sum_b K_b = K.
-    num_params: {block name: parameters in the block}.
-    fx0: (n, C) float64 outputs at θ0.
-    labels: (n,) labels of the examples.
-    index: (n,) positions of the examples in the split.
-    task: task name.
-    seconds: wall time of the kernel computation.
-  """
-  kernels: dict
-  num_params: dict
-  fx0: np.ndarray
-  labels: np.ndarray
-  index: np.ndarray
-  task: str
-  seconds: float
-
-
-def block_kernels(config) -> BlockKernels:
+def block_kernels(config) -> theta0_kernels.BlockKernels:
   """Per-block NTKs (trace over logits, mean normalization) of ``config.peft`` at θ0.
 
-  Reads config.task, model, peft, seed, n, data (:func:`kernel_inputs`),
-  block_by, implementation, chunk_size, and if present memory_budget_mb,
-  length_buckets and progress (a tqdm bar over kernel chunks).
+  Reads config.task, model, peft, seed (:func:`ntkft.theta0.build_theta0`), n,
+  data (:func:`kernel_sample`), block_by, implementation, chunk_size, and if
+  present memory_budget_mb, length_buckets and progress (a tqdm bar over
+  kernel chunks); see :func:`ntkft.theta0_kernels.per_block_kernels`.
   """
-  t0 = time.time()
-  task = data.get_task(config.task)
-  model, trainable, frozen, apply = model_and_subset(config)
-  x, labels, index = kernel_inputs(config, model)
-  bar = tqdm.tqdm(desc="per-block kernel chunks", disable=not config.get("progress", False))
-  block_fn = ntk.per_block_ntk_fn(apply, config.block_by, implementation=config.implementation,
-                                  **kernel_options(config, bar))
-  kernels = {k: np.asarray(v, np.float64) for k, v in block_fn(x, None, trainable, frozen).items()}
-  bar.close()
-  fx0 = np.asarray(jax.jit(apply)(trainable, x, frozen), np.float64)
-  counts = ntk.block_param_counts(trainable, config.block_by)
-  return BlockKernels(kernels, counts, fx0, np.asarray(labels), np.asarray(index), task.name,
-                      time.time() - t0)
+  start = theta0.build_theta0(config)
+  return theta0_kernels.per_block_kernels(
+      start, kernel_sample(config, start), config.block_by, **kernel_settings(config))
 
 
-def kernel_options(config, bar) -> dict:
-  """Keyword arguments of the kernel functions from the config: the trace over
-  logits, chunk_size, memory_budget_mb and length_buckets (both optional; 0 and
-  () mean off), and a progress update of ``bar`` per chunk."""
-  return dict(trace_axes=(-1,), batch_size=config.chunk_size or None,
-              memory_budget_bytes=int(config.get("memory_budget_mb", 0.0) * 2**20) or None,
-              on_chunk=lambda info: bar.update(1),
-              length_buckets=tuple(config.get("length_buckets", ())) or None)
+def kernel_settings(config) -> dict:
+  """The kernel settings of the config, as keyword arguments of
+  :func:`ntkft.theta0_kernels.per_block_kernels`."""
+  return dict(implementation=config.implementation, chunk_size=config.chunk_size,
+              memory_budget_mb=config.get("memory_budget_mb", 0.0),
+              length_buckets=config.get("length_buckets", ()),
+              progress=config.get("progress", False))
 
 
 def operator_spectrum(config, apply, trainable, frozen, x) -> dict:
@@ -134,35 +82,39 @@ def run(config, workdir: str) -> dict:
   if config.kind not in KINDS:
     raise ValueError(f"unknown kernel kind {config.kind!r}; choose from {KINDS}")
   task = data.get_task(config.task)
-  spec = peft.PeftSpec.from_config(config.peft)
-  model, trainable, frozen, apply = model_and_subset(config)
-  print(peft.describe(trainable, frozen))
-  x, labels, index = kernel_inputs(config, model)
+  start = theta0.build_theta0(config)
+  spec, trainable = start.spec, start.trainable
+  print(peft.describe(trainable, start.frozen))
+  sample = kernel_sample(config, start)
+  labels, index = sample.labels, sample.index
   if config.implementation == "operator":
     if config.kind != "ntk":
       raise ValueError("implementation='operator' computes the NTK only (kind='ntk')")
     summary = {"task": task.name, "split": config.data.split, "kind": "ntk",
                "n": int(config.n), "num_params": peft.count(trainable),
                "implementation": "operator",
-               **operator_spectrum(config, apply, trainable, frozen, x),
+               **operator_spectrum(config, start.apply, trainable, start.frozen,
+                                   sample.inputs()),
                "wall_seconds": time.time() - t0}
     (workdir / "spectrum.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return summary
-
-  bar = tqdm.tqdm(desc=f"{config.kind} kernel chunks", disable=not config.progress)
-  kwargs = kernel_options(config, bar)
   if config.kind == "ntk":
-    blocks = ntk.per_block_ntk_fn(apply, config.block_by, implementation=config.implementation,
-                                  **kwargs)(x, None, trainable, frozen)
-    blocks = {k: np.asarray(v) for k, v in blocks.items()}
+    bk = theta0_kernels.per_block_kernels(start, sample, config.block_by,
+                                          **kernel_settings(config))
+    blocks, fx0 = bk.kernels, bk.fx0
     kernel = sum(blocks.values())
   else:
-    kernel = np.asarray(ntk.adam_ntk_fn(apply, eps=config.adam_eps or None, **kwargs)(
-        x, None, trainable, frozen))
+    x = sample.inputs()
+    bar = tqdm.tqdm(desc="adam kernel chunks", disable=not config.progress)
+    kernel = np.asarray(ntk.adam_ntk_fn(
+        start.apply, eps=config.adam_eps or None,
+        **theta0_kernels.kernel_options(config.chunk_size, config.get("memory_budget_mb", 0.0),
+                                        config.get("length_buckets", ()), bar))(
+            x, None, trainable, start.frozen))
+    bar.close()
     blocks = {}
-  bar.close()
-  fx0 = np.asarray(jax.jit(apply)(trainable, x, frozen))
+    fx0 = np.asarray(jax.jit(start.apply)(trainable, x, start.frozen))
 
   symmetrize = config.kind == "adam"
   stats = spectral.spectrum_stats(kernel, symmetrize=symmetrize)

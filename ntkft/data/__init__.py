@@ -21,6 +21,8 @@ from ntkft.data.batching import make_batch
 from ntkft.data.batching import padding_fraction
 from ntkft.data.batching import steps_per_epoch
 from ntkft.data.batching import train_batches
+from ntkft.data.fixed_sample import FixedSample
+from ntkft.data.fixed_sample import fixed_sample
 from ntkft.data.readers import DataFormatError
 from ntkft.data.readers import Examples
 from ntkft.data.readers import kshot_dir

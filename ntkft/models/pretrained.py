@@ -25,7 +25,9 @@ import importlib.util
 import json
 import pathlib
 import re
+import zlib
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -218,23 +220,36 @@ def convert_hf_tensors(tensors: dict[str, np.ndarray], family: str, load_head: b
   return converted, unexpected
 
 
+def leaf_key(seed: int, name: str) -> jax.Array:
+  """The PRNG key of parameter ``name`` (e.g. ``"head/kernel"``) under ``seed``.
+
+  ``fold_in(PRNGKey(seed), crc32(name))``: a pure function of the seed and the
+  parameter's path (zlib.crc32 is stable across processes, unlike ``hash``), so
+  a leaf's init does not depend on which other parameters are initialized.
+  """
+  return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()))
+
+
 def _init_missing(shapes, names, adapters, seed):
   """Initializes only the parameters a checkpoint lacks (heads, poolers, adapters).
 
-  Each affected dense module is rebuilt by its own constructor (so the init rules
-  live in one place, ``layers.Dense``) and only its missing leaves are kept.
+  Keyed by name: each missing leaf ``<module>/<leaf>`` is drawn by its module's
+  own constructor (so the init rules live in one place, ``layers.Dense``) from
+  :func:`leaf_key` ``(seed, "<module>/<leaf>")``, and only that leaf is kept.
+  The value of a leaf therefore depends on the seed, its name, its module's
+  shape and adapter spec, and nothing else: a model with LoRA on layers S
+  draws the same head and the same A factors on S as one with LoRA everywhere.
   """
-  rngs = nnx.Rngs(params=seed)
   out = {}
-  for module_path in sorted({n.rsplit("/", 1)[0] for n in names}):
+  for name in sorted(names):
+    module_path, leaf = name.rsplit("/", 1)
     kernel = shapes.get(f"{module_path}/kernel")
     if kernel is None:
       raise CheckpointMismatchError(f"cannot initialize missing module {module_path!r}")
     use_bias = f"{module_path}/bias" in shapes
-    dense = Dense(*kernel.shape, rngs=rngs, adapter=adapters.get(module_path), use_bias=use_bias)
-    for leaf, value in nnx.to_pure_dict(nnx.state(dense, nnx.Param)).items():
-      if f"{module_path}/{leaf}" in names:
-        out[f"{module_path}/{leaf}"] = value
+    dense = Dense(*kernel.shape, rngs=nnx.Rngs(params=leaf_key(seed, name)),
+                  adapter=adapters.get(module_path), use_bias=use_bias)
+    out[name] = nnx.to_pure_dict(nnx.state(dense, nnx.Param))[leaf]
   return out
 
 
@@ -248,7 +263,8 @@ def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
     path_or_name: "minilm-l6" or a local HF folder (config.json + safetensors).
     head: pooling and number of outputs of the classification/regression head.
     adapters: LoRA adapters by module path (see ``ntkft.peft``); freshly initialized.
-    seed: seed for everything freshly initialized (head, missing pooler, adapters).
+    seed: seed for everything freshly initialized (head, missing pooler, adapters);
+      each leaf from its own key :func:`leaf_key` (seed, name).
     load_head: take the pooler/head from the checkpoint when present (set False to
       put a fresh head on a checkpoint fine-tuned for another label set).
     dropout_rate: hidden/attention dropout used in training (0 disables).

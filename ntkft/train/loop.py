@@ -38,7 +38,7 @@ import tqdm
 from ntkft import data, ntk, peft
 from ntkft.evals import metrics as metrics_lib
 from ntkft.linearize.gap import linearization_gap
-from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
+from ntkft.theta0 import build_theta0
 from ntkft.train import checkpoint, distributed, losses, optim, step as step_lib
 from ntkft.train import prefix_cache
 from ntkft.train import mesh as mesh_lib
@@ -139,15 +139,9 @@ def run(config, workdir: str) -> dict:
   mesh_lib.check_batch_size(config.data.batch_size, mesh, "data.batch_size")
   mesh_lib.check_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
 
-  # Model and parameter subset.
-  spec = peft.PeftSpec.from_config(config.peft)
-  num_layers = read_config(resolve_model_dir(config.model.name)).num_layers
-  model = load_pretrained(
-      config.model.name, HeadConfig(task.num_labels, config.model.pooling), seed=config.seed,
-      load_head=config.model.load_head, dropout_rate=config.model.dropout,
-      adapters=peft.adapters_for(spec, num_layers))
-  trainable, frozen = peft.partition(
-      model.params, peft.trainable_names(spec, model.params, model.config.num_layers))
+  # Model and parameter subset at θ0.
+  start = build_theta0(config)
+  model, trainable, frozen = start.model, start.trainable, start.frozen
   print(f"model {config.model.name} ({model.source}); mode {config.mode}")
   print(peft.describe(trainable, frozen))
 

@@ -7,7 +7,7 @@ import pytest
 
 from configs import ntk_spectra as ntk_spectra_config
 from experiments import ntk_spectra
-from ntkft import ntk, ntk_report, peft, records
+from ntkft import ntk, ntk_report, peft, records, theta0
 from tests.test_util import write_tiny_bert_checkpoint
 
 NUM_LAYERS = 3
@@ -33,8 +33,9 @@ def run_once(tmp_path_factory):
 
 def direct_kernels(config):
   """The full kernel and the layer-1 kernel, each from one empirical_ntk_fn call."""
-  model, trainable, frozen, apply = ntk_report.model_and_subset(config)
-  x, _, _ = ntk_report.kernel_inputs(config, model)
+  start = theta0.build_theta0(config)
+  trainable, frozen, apply = start.trainable, start.frozen, start.apply
+  x = ntk_report.kernel_sample(config, start).inputs()
   full = ntk.empirical_ntk_fn(apply, trace_axes=(-1,))(x, None, trainable, frozen)
   layer_1 = [p for p in ntk.leaf_paths(trainable) if "/layer_1/" in p]
   sub, rest = peft.partition(trainable, layer_1)
