@@ -27,10 +27,9 @@ import time
 import numpy as np
 import tqdm
 
-from ntkft import cli, data, peft
+from ntkft import cli, data, theta0
 from ntkft.evals import metrics as metrics_lib
 from ntkft.kernel import classifiers
-from ntkft.models import HeadConfig, load_pretrained, read_config, resolve_model_dir
 from ntkft.peft.kernel_subset import KINDS as KERNELS
 from ntkft.train.loop import data_dir_for, parse_kshot
 
@@ -107,11 +106,8 @@ def run(config, workdir: str) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   task = data.get_task(config.task)
   _check_config(config, task)
-  spec = peft.PeftSpec.from_config(config.peft)
-  num_layers = read_config(resolve_model_dir(config.model.name)).num_layers
-  model = load_pretrained(config.model.name, HeadConfig(task.num_labels, config.model.pooling),
-                          adapters=peft.adapters_for(spec, num_layers), seed=config.seed)
-  subset = peft.kernel_subset(model, spec)
+  start = theta0.build_theta0(config)
+  model, subset = start.model, start.subset
   train, evals = load_split_pair(config, task, data.load_tokenizer(model.source))
   x_train, x_eval = _inputs(train, config.data.max_len), _inputs(evals, config.data.max_len)
   print(f"task {task.name}: {len(train.labels)} {config.data.train_split} / "

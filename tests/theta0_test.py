@@ -1,5 +1,4 @@
 """ntkft.theta0: runs, kernels and layer studies start from one θ0, leaf for leaf."""
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
