@@ -25,8 +25,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import flags
 
-from ntkft import cli, data, peft
-from ntkft.models import HeadConfig, flatten, load_pretrained, read_config, resolve_model_dir
+from ntkft import cli, peft, theta0
+from ntkft.models import flatten
 from ntkft.models import peft_format
 
 
@@ -54,11 +54,7 @@ def export(workdir: str | pathlib.Path, out: str | pathlib.Path) -> dict:
   if tuple(spec.methods) != ("lora",):
     raise ValueError(f"{config_path}: peft.methods={tuple(spec.methods)} cannot be written as a "
                      "PEFT LoRA adapter (only 'lora', with or without the head)")
-  task = data.get_task(config.task)
-  num_layers = read_config(resolve_model_dir(config.model.name)).num_layers
-  model = load_pretrained(config.model.name, HeadConfig(task.num_labels, config.model.pooling),
-                          adapters=peft.adapters_for(spec, num_layers), seed=config.seed,
-                          load_head=config.model.load_head)
+  model = theta0.build_theta0(config).model  # the run's θ0 (then its trained leaves)
   params = {k: np.asarray(v) for k, v in flatten(model.params).items()}
   trained, step = last_trainable(workdir)
   unknown = sorted(set(trained) - set(params))

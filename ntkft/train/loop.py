@@ -140,8 +140,8 @@ def run(config, workdir: str) -> dict:
   mesh_lib.check_batch_size(config.data.eval_batch_size, mesh, "data.eval_batch_size")
 
   # Model and parameter subset at θ0.
-  start = build_theta0(config)
-  model, trainable, frozen = start.model, start.trainable, start.frozen
+  init = build_theta0(config)
+  model, trainable, frozen = init.model, init.trainable, init.frozen
   print(f"model {config.model.name} ({model.source}); mode {config.mode}")
   print(peft.describe(trainable, frozen))
 
