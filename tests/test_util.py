@@ -1,4 +1,7 @@
-"""Shared test helpers: tiny Hugging Face-layout BERT checkpoints.
+"""Shared test helpers: float32 comparisons; tiny Hugging Face-layout BERT checkpoints.
+
+``assert_close(actual, expected, rtol, atol_scale)`` compares float32 results
+with a tolerance relative to the magnitude of what is compared.
 
 ``write_tiny_bert_checkpoint(path)`` writes a randomly initialized BERT encoder in
 the Hugging Face folder layout (``config.json`` + ``model.safetensors`` in the
@@ -16,6 +19,24 @@ from safetensors.numpy import save_file
 from ntkft.models import EncoderConfig, HeadConfig, flatten, init_model, resolve_model_dir
 
 MINILM_VOCAB = 30522
+
+
+def assert_close(actual, expected, rtol: float = 1e-5, atol_scale: float = 1e-5,
+                 err_msg: str = "") -> None:
+  """|actual − expected| ≤ rtol·|expected| + atol_scale·max|expected|, elementwise.
+
+  For float32 results. A float32 reduction changes its summation order with the
+  CPU's vector width, XLA's thread partitioning and the padded length, so two
+  correct results differ by a few ulps of the largest terms summed, not of each
+  element: an element near zero gets the tolerance of the array's scale. Exact
+  properties (bit-identical resume, one program run twice) and float64 checks
+  keep their own comparisons.
+  """
+  actual = np.asarray(actual, np.float64)
+  expected = np.asarray(expected, np.float64)
+  scale = float(np.abs(expected).max()) if expected.size else 0.0
+  np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol_scale * scale,
+                             err_msg=err_msg)
 
 # ntkft module path inside encoder/layer_{i}/ -> HF module path inside encoder.layer.{i}.
 _LAYER_MODULES = {

@@ -9,8 +9,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from ntkft import data
 from ntkft.data.readers import Examples
 from ntkft.models import HeadConfig, load_pretrained
-
 from tests.conftest import FIXTURES
+from tests.test_util import assert_close
 
 SENTENCES = ["the cat sat on the mat.", "a dog ran in the park!", "the movie was great and fun",
              "it is a bad film", "nothing happened at all"]
@@ -88,12 +88,10 @@ def test_roberta_bpe_end_to_end_padding_semantics(roberta_dir):
   for i in range(3):  # right padding does not change the real tokens' outputs
     n = int(enc.lengths[i])
     alone = {k: v[i:i + 1, :n] for k, v in x.items()}
-    np.testing.assert_allclose(np.asarray(model.hidden_fn(model.params, alone))[0],
-                               hidden[i, :n], atol=1e-5)
-  np.testing.assert_allclose(np.asarray(model.apply_fn(model.params, x))[0],
-                             np.asarray(model.apply_fn(model.params, {
-                                 k: v[:1, :int(enc.lengths[0])] for k, v in x.items()}))[0],
-                             atol=1e-5)
+    assert_close(np.asarray(model.hidden_fn(model.params, alone))[0], hidden[i, :n])
+  assert_close(np.asarray(model.apply_fn(model.params, x))[0],
+               np.asarray(model.apply_fn(model.params, {
+                   k: v[:1, :int(enc.lengths[0])] for k, v in x.items()}))[0])
 
   def with_position_row(row, value):
     params = jax_tree_copy(model.params)
@@ -104,7 +102,7 @@ def test_roberta_bpe_end_to_end_padding_semantics(roberta_dir):
   # Positions start at pad+1 = 2: rows 0 (BERT's first position) and 1 (the pad
   # position) never reach a real token; row 2 is the first real token's position.
   for row in (0, 1):
-    np.testing.assert_allclose(with_position_row(row, 5.0)[real], hidden[real], atol=1e-6)
+    assert_close(with_position_row(row, 5.0)[real], hidden[real], rtol=1e-6, atol_scale=1e-6)
   moved = np.abs(with_position_row(2, 5.0) - hidden).max(-1)
   assert (moved[:, 0] > 1e-2).all()
 

@@ -12,10 +12,18 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from ntkft import linearize, ntk, peft
-from ntkft.models import (AdapterSpec, CheckpointMismatchError, DecoderConfig, HeadConfig,
-                          flatten, init_model, load_pretrained, read_config)
-
+from ntkft.models import (
+  AdapterSpec,
+  CheckpointMismatchError,
+  DecoderConfig,
+  HeadConfig,
+  flatten,
+  init_model,
+  load_pretrained,
+  read_config,
+)
 from tests.conftest import FIXTURES
+from tests.test_util import assert_close
 
 DECODERS = FIXTURES / "decoders"
 FAMILIES = ("gpt2", "llama")
@@ -44,13 +52,13 @@ def test_matches_transformers_reference(family):
     batch = _batch(ref, prefix)
     real = ref[prefix + "attention_mask"].astype(bool)
     hidden = np.asarray(model.hidden_fn(model.params, batch))
-    np.testing.assert_allclose(hidden[real], ref[prefix + "last_hidden_state"][real], atol=1e-5)
+    assert_close(hidden[real], ref[prefix + "last_hidden_state"][real])
     logits = np.asarray(model.apply_fn(model.params, batch))
-    np.testing.assert_allclose(logits, ref[prefix + "logits"], atol=1e-5)
+    assert_close(logits, ref[prefix + "logits"])
   real = ref["attention_mask"].astype(bool)
   lm = np.asarray(model.lm_logits_fn(model.params, _batch(ref)))
   assert lm.shape == (4, 16, 99)
-  np.testing.assert_allclose(lm[real], ref["lm_logits"][real], atol=1e-5)
+  assert_close(lm[real], ref["lm_logits"][real])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -60,7 +68,7 @@ def test_left_and_right_padding_give_the_same_logits(family):
   right = model.apply_fn(model.params, _batch(ref))
   left = model.apply_fn(model.params, _batch(ref, "left_"))
   assert right.shape == (4, 3)
-  np.testing.assert_allclose(np.asarray(left), np.asarray(right), atol=1e-5)
+  assert_close(left, right)
   # The rows differ, so equal logits are not an accident of a constant output.
   assert np.abs(np.asarray(right)[0] - np.asarray(right)[1]).max() > 1e-2
 
@@ -74,13 +82,12 @@ def test_extra_padding_does_not_change_real_tokens(family):
   real = ref["attention_mask"].astype(bool)
   h = np.asarray(model.hidden_fn(model.params, batch))
   h_long = np.asarray(model.hidden_fn(model.params, longer))[:, :16]
-  np.testing.assert_allclose(h_long[real], h[real], atol=1e-5)
-  np.testing.assert_allclose(np.asarray(model.apply_fn(model.params, longer)),
-                             np.asarray(model.apply_fn(model.params, batch)), atol=1e-5)
+  assert_close(h_long[real], h[real])
+  assert_close(model.apply_fn(model.params, longer), model.apply_fn(model.params, batch))
   # Changing the ids under padding changes nothing either.
   noisy = dict(batch, input_ids=jnp.where(batch["attention_mask"] == 1, batch["input_ids"], 42))
-  np.testing.assert_allclose(np.asarray(model.hidden_fn(model.params, noisy))[real], h[real],
-                             atol=1e-6)
+  assert_close(np.asarray(model.hidden_fn(model.params, noisy))[real], h[real], rtol=1e-6,
+               atol_scale=1e-6)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -183,9 +190,8 @@ def test_lora_trainable_names_and_merge(family):
   plain = _load(family)
   out = model.apply_fn(model.params, batch)
   assert np.abs(np.asarray(out) - np.asarray(plain.apply_fn(plain.params, batch))).max() > 1e-3
-  np.testing.assert_allclose(np.asarray(plain.apply_fn(merged, batch)), np.asarray(out), atol=1e-5)
-  np.testing.assert_allclose(np.asarray(plain.lm_logits_fn(merged, batch)),
-                             np.asarray(model.lm_logits_fn(model.params, batch)), atol=1e-4)
+  assert_close(plain.apply_fn(merged, batch), out)
+  assert_close(plain.lm_logits_fn(merged, batch), model.lm_logits_fn(model.params, batch))
 
 
 def _f64_subset(family):

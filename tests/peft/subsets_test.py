@@ -10,8 +10,8 @@ import pytest
 
 from ntkft import peft
 from ntkft.models import HeadConfig, flatten, load_pretrained, unflatten
-
 from tests.conftest import FIXTURES
+from tests.test_util import assert_close
 
 TINY_BERT = FIXTURES / "parity" / "tiny_bert"
 H, FFN, LAYERS = 32, 37, 2
@@ -192,7 +192,7 @@ def test_merge_lora_with_moved_bitfit_biases_matches_the_adapter_model():
            "token_type_ids": jnp.zeros((3, 6), jnp.int32)}
   want = model.apply_fn(params, batch)
   got = plain.apply_fn(merged, batch)
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  assert_close(got, want)
   # Not vacuous: dropping the adapters instead of merging them changes the output.
   dropped = unflatten({k: v for k, v in flatten(params).items() if "/lora_" not in k})
   assert np.abs(np.asarray(plain.apply_fn(dropped, batch) - want)).max() > 1e-3
