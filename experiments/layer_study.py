@@ -20,23 +20,20 @@ seeds (``selection_validation``'s ``seeds``) are those of ``config.seed``.
 
 Also here: spectral statistics of K_S (:func:`kernel_stats`), one fine-tuning
 run per (task, layer set, seed) in its own sub-workdir that a rerun skips once
-``summary.json`` exists (:func:`finetune`), and Spearman's ρ with a seeded
-percentile-bootstrap CI (:func:`spearman_ci`).
+``summary.json`` exists (:func:`finetune`). Plumbing every experiment shares
+(Spearman's ρ, results.json, task lists) is in ``experiments.common``.
 """
-import contextlib
 import json
 import math
 import pathlib
 import shutil
-import time
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Sequence
 
-import jax
 import numpy as np
-import scipy.stats
 
 from configs import glue_common
-from ntkft import data, records, theta0, theta0_kernels
+from experiments import common
+from ntkft import data, theta0, theta0_kernels
 from ntkft.models import read_config, resolve_model_dir
 from ntkft.select import selection as selection_lib
 from ntkft.train import losses
@@ -49,18 +46,6 @@ OUTCOMES = ("train_loss", "dev_metric")
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def parse_tasks(tasks) -> tuple[str, ...]:
-  """``("sst2", "rte")`` or ``"sst2+rte"`` -> canonical task names, validated."""
-  if isinstance(tasks, str):
-    tasks = [t for t in tasks.split("+") if t.strip()]
-  names = tuple(data.get_task(t.strip()).name for t in tasks)
-  if not names:
-    raise ValueError("config.tasks is empty; give e.g. ('sst2', 'mrpc')")
-  if len(set(names)) != len(names):
-    raise ValueError(f"config.tasks has duplicates: {names}")
-  return names
 
 
 def layer_label(layers: Sequence[int]) -> str:
@@ -90,33 +75,6 @@ def check_layer_sets(layer_sets, num_layers: int) -> list[tuple[int, ...]]:
   if len(set(out)) != len(out):
     raise ValueError(f"duplicate layer sets in {out}")
   return out
-
-
-@contextlib.contextmanager
-def compilation_cache(path):
-  """Persistent XLA compilation cache in ``path`` for the block (None: no-op).
-
-  Fine-tuning runs of the same layer set (other seeds, other tasks with the
-  same label count) then load their programs instead of compiling them. A
-  cache the caller configured already is left alone; the global settings are
-  restored on exit.
-  """
-  from jax.experimental.compilation_cache import compilation_cache as cc
-  if path is None or jax.config.jax_compilation_cache_dir:
-    yield
-    return
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = {name: getattr(jax.config, name) for name in names}
-  cc.reset_cache()  # forget an earlier "no cache configured" decision
-  for name, value in zip(names, (str(path), 0.0, -1)):
-    jax.config.update(name, value)
-  try:
-    yield
-  finally:
-    for name, value in old.items():
-      jax.config.update(name, value)
-    cc.reset_cache()
 
 
 # ------------------------------------------------------- fine-tuning runs
@@ -243,8 +201,8 @@ def kernels_per_task(config, workdir):
   are cached in ``workdir/<task>/kernels.npz``.
   """
   workdir = pathlib.Path(workdir)
-  with compilation_cache(workdir / "xla_cache" if config.xla_cache else None):
-    for task in parse_tasks(config.tasks):
+  with common.compilation_cache(workdir / "xla_cache" if config.xla_cache else None):
+    for task in common.parse_tasks(config.tasks):
       yield task, task_kernels(config.finetune, task, config.n_kernel, config.seed,
                                workdir / task, config.kernel_chunk)
 
@@ -310,100 +268,11 @@ def set_stats(task_kernel: dict, layers: Sequence[int], head: bool) -> dict:
   return row
 
 
-# ---------------------------------------------------------------- Spearman
-
-
-def _rank_pearson(rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
-  """Row-wise Pearson correlation of (B, n) rank arrays; nan for constant rows."""
-  rx = rx - rx.mean(axis=-1, keepdims=True)
-  ry = ry - ry.mean(axis=-1, keepdims=True)
-  den = np.sqrt(np.sum(rx * rx, axis=-1) * np.sum(ry * ry, axis=-1))
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return np.where(den > 0, np.sum(rx * ry, axis=-1) / np.where(den > 0, den, 1.0), np.nan)
-
-
-def spearman_ci(x, y, num_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-  """Spearman's ρ with a percentile-bootstrap CI over (x, y) pairs.
-
-  ρ is the Pearson correlation of the ranks (ties get average ranks; ±inf
-  rank as the extremes, so κ = inf is "the largest"). Pairs with a nan (or
-  None) in x or y are dropped. The CI resamples the n pairs with replacement
-  ``num_boot`` times (``np.random.default_rng(seed)``) and takes the
-  (1-level)/2 and (1+level)/2 quantiles of the resampled ρ; resamples in which
-  x or y is constant (ρ undefined) are left out and counted.
-
-  Returns:
-    ``{"rho", "ci95": [lo, hi], "n", "p_value", "num_boot_valid"}`` (ci95 is
-    the ``level`` interval, named for the default); nan where undefined (n < 3
-    or a constant variable).
-  """
-  x = np.array([np.nan if v is None else v for v in x], dtype=np.float64)
-  y = np.array([np.nan if v is None else v for v in y], dtype=np.float64)
-  if x.shape != y.shape or x.ndim != 1:
-    raise ValueError(f"x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
-  if not 0 < level < 1 or num_boot < 0:
-    raise ValueError(f"level={level} must be in (0, 1) and num_boot={num_boot} >= 0")
-  keep = ~(np.isnan(x) | np.isnan(y))
-  x, y = x[keep], y[keep]
-  n = int(x.size)
-  out = {"rho": math.nan, "ci95": [math.nan, math.nan], "n": n, "p_value": math.nan,
-         "num_boot_valid": 0}
-  if n < 3:
-    return out
-  rho = float(_rank_pearson(scipy.stats.rankdata(x)[None], scipy.stats.rankdata(y)[None])[0])
-  out["rho"] = rho
-  if math.isfinite(rho):
-    # t approximation with n - 2 degrees of freedom (as scipy.stats.spearmanr).
-    t = rho * math.sqrt((n - 2) / max(1e-300, 1 - rho * rho))
-    out["p_value"] = float(2 * scipy.stats.t.sf(abs(t), n - 2)) if abs(rho) < 1 else 0.0
-  if num_boot:
-    idx = np.random.default_rng(seed).integers(0, n, size=(num_boot, n))
-    boot = _rank_pearson(scipy.stats.rankdata(x[idx], axis=1),
-                         scipy.stats.rankdata(y[idx], axis=1))
-    boot = boot[np.isfinite(boot)]
-    out["num_boot_valid"] = int(boot.size)
-    if boot.size:
-      lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-      out["ci95"] = [float(lo), float(hi)]
-  return out
-
-
-def run_note(summary: dict) -> str:
-  """" (12.3s)" for a run made now, " (finished before: skipped)" for a resumed one."""
-  if summary["skipped"]:
-    return " (finished before: skipped)"
-  return f" ({summary['wall_seconds']:.1f}s)"
-
-
 def kernel_record(n: int, task_kernel: dict) -> dict:
   """What results.json keeps of a task's kernels: n, seconds, example index, blocks."""
   return {"n": int(n), "seconds": task_kernel["seconds"],
           "index": np.asarray(task_kernel["index"]).tolist(),
           "blocks": sorted(task_kernel["kernels"])}
-
-
-def write_results(results: dict, workdir, t0: float) -> dict:
-  """Sets ``wall_seconds`` (since t0), writes ``workdir/results.json``; returns
-  the JSON-safe dict written."""
-  results["wall_seconds"] = time.time() - t0
-  return records.write_json(pathlib.Path(workdir) / "results.json", results)
-
-
-def format_markdown(rows: list[dict], columns: Sequence[str]) -> str:
-  """A markdown table of ``rows`` (dicts) over ``columns``; floats as 4 s.f."""
-  def cell(v):
-    if v is None:
-      return "-"
-    if isinstance(v, bool) or isinstance(v, (int, np.integer)):
-      return str(v)
-    if isinstance(v, (float, np.floating)):
-      return "inf" if math.isinf(v) else ("nan" if math.isnan(v) else f"{v:.4g}")
-    if isinstance(v, (list, tuple)):
-      return "(" + ",".join(str(i) for i in v) + ")"
-    return str(v)
-  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-  return "\n".join(lines)
 
 
 def check_num_params(row_params: int, summary: dict, where: str):
@@ -413,8 +282,3 @@ def check_num_params(row_params: int, summary: dict, where: str):
         f"{where}: the fine-tuning run trains {summary['num_trainable']} parameters but "
         f"the kernel blocks hold {row_params}: the kernel is not the NTK of the "
         "fine-tuned set (check finetune.peft)")
-
-
-def optional(v: Optional[float]) -> float:
-  """None -> nan (JSON null back to a float)."""
-  return math.nan if v is None else float(v)

@@ -22,11 +22,7 @@ Choices (``config.choices``, a tuple of entries): ``"singles"`` (each block on
 its own), ``"all"`` (every block), or a tuple of layer indices / block names
 (``(4, 5)``, ``("layer_4/query",)``).
 """
-import dataclasses
-import json
-import math
 import pathlib
-import re
 import time
 from typing import Any, Sequence
 
@@ -35,67 +31,10 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ntkft import cli, ntk_report, records, spectral, theta0_kernels
-
-# Axis label of kernel eigenvalues: the NTK is Σ_p ∂f/∂θ_p ∂f/∂θ_p, averaged
-# over the logits, so its unit is logit² per (unit of θ)².
-EIG_LABEL = "eigenvalue (logit² / θ-unit²)"
-_LAYER_RE = re.compile(r"layer_(\d+)")
+from experiments import common
+from ntkft import cli, spectral
 
 
-def block_order_key(name: str) -> tuple:
-  """Sort key: model order (``layer_2`` before ``layer_10``), then the name."""
-  match = _LAYER_RE.search(name)
-  return (int(match.group(1)) if match else math.inf, name)
-
-
-def short_name(name: str) -> str:
-  """``layer_4`` -> ``L4``, ``layer_4/query`` -> ``L4/query`` (plot labels)."""
-  return _LAYER_RE.sub(lambda m: f"L{m.group(1)}", name)
-
-
-def block_kernels(config) -> theta0_kernels.BlockKernels:
-  """:func:`ntkft.ntk_report.block_kernels`, blocks ordered by :func:`block_order_key`
-  and symmetrized ((K + Kᵀ)/2, a rounding fix)."""
-  bk = ntk_report.block_kernels(config)
-  kernels = {name: (bk.kernels[name] + bk.kernels[name].T) / 2
-             for name in sorted(bk.kernels, key=block_order_key)}
-  return dataclasses.replace(bk, kernels=kernels)
-
-
-def save_block_kernels(bk: theta0_kernels.BlockKernels, path) -> None:
-  np.savez(path, labels=bk.labels, index=bk.index,
-           **{f"block/{k}": v for k, v in bk.kernels.items()})
-
-
-def start(config, workdir) -> tuple[pathlib.Path, theta0_kernels.BlockKernels]:
-  """Shared start of the per-block kernel experiments: checks config.ridge, creates
-  ``workdir`` and computes :func:`block_kernels`."""
-  if config.ridge < 0:
-    raise ValueError(f"config.ridge={config.ridge} must be >= 0")
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  return workdir, block_kernels(config)
-
-
-def kernel_fields(experiment: str, config, bk: theta0_kernels.BlockKernels) -> dict:
-  """The leading results.json fields of the per-block kernel experiments."""
-  return {"experiment": experiment, "task": bk.task, "model": config.model.name,
-          "n": int(config.n), "block_by": config.block_by, "ridge": float(config.ridge),
-          "peft": config.peft.to_dict(), "index": bk.index.tolist(),
-          "kernel": "NTK traced over logits (mean), at θ0",
-          "blocks": {b: {"num_params": bk.num_params[b], "trace": float(np.trace(k))}
-                     for b, k in bk.kernels.items()}}
-
-
-def write_results(results: dict, config, bk: theta0_kernels.BlockKernels, workdir, t0: float) -> dict:
-  """Adds provenance and timings; writes results.json and block_kernels.npz into
-  ``workdir``; returns the JSON-safe results."""
-  results = records.jsonable({**results, **records.provenance(config),
-                              "kernel_seconds": bk.seconds, "wall_seconds": time.time() - t0})
-  (workdir / "results.json").write_text(json.dumps(results, indent=1))
-  save_block_kernels(bk, workdir / "block_kernels.npz")
-  return results
 
 
 def resolve_blocks(entry: Any, names: Sequence[str], where: str) -> tuple[str, ...]:
@@ -111,7 +50,7 @@ def resolve_blocks(entry: Any, names: Sequence[str], where: str) -> tuple[str, .
     if name in out:
       raise ValueError(f"{where}: block {name!r} given twice")
     out.append(name)
-  return tuple(sorted(out, key=block_order_key))
+  return tuple(sorted(out, key=common.block_order_key))
 
 
 def resolve_choices(choices: Sequence[Any], names: Sequence[str]) -> list[tuple[str, ...]]:
@@ -142,12 +81,7 @@ def resolve_choices(choices: Sequence[Any], names: Sequence[str]) -> list[tuple[
 def choice_label(blocks: Sequence[str], names: Sequence[str]) -> str:
   if len(blocks) == len(names) and len(names) > 1:
     return f"all ({len(names)})"
-  return "+".join(short_name(b) for b in blocks)
-
-
-def _as_floats(values) -> np.ndarray:
-  """A JSON list (None for inf/nan) as a float array (None -> nan)."""
-  return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+  return "+".join(common.short_name(b) for b in blocks)
 
 
 def choice_stats(kernels: dict, blocks: Sequence[str], ridge: float) -> dict:
@@ -174,7 +108,7 @@ def plot_spectra(results: dict, path) -> str:
   ax, ax_k = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
   singles = [c for c in choices if len(c["blocks"]) == 1]
   for i, c in enumerate(choices):
-    eigs = _as_floats(c["eigenvalues"])[::-1]
+    eigs = common.as_floats(c["eigenvalues"])[::-1]
     eigs[~(eigs > 0)] = np.nan   # log axis: drop zero / rounding-negative ones
     index = np.arange(1, eigs.shape[0] + 1)
     if len(c["blocks"]) == 1:
@@ -186,10 +120,10 @@ def plot_spectra(results: dict, path) -> str:
       ax.plot(index, eigs, "--", linewidth=1.4, label=c["label"])
   ax.set_yscale("log")
   ax.set_xlabel("eigenvalue index i (descending)")
-  ax.set_ylabel(f"λ_i(K_S), {EIG_LABEL}")
+  ax.set_ylabel(f"λ_i(K_S), {common.EIG_LABEL}")
   ax.set_title(f"NTK spectra at θ0: {results['task']}, n={results['n']}", fontsize=10)
   ax.legend(fontsize=7, ncol=2)
-  kappas = _as_floats([c["kappa"] for c in choices])
+  kappas = common.as_floats([c["kappa"] for c in choices])
   pos = np.arange(len(choices))
   ax_k.bar(pos, np.where(np.isfinite(kappas), kappas, np.nan), color="C0")
   ax_k.set_xticks(pos)
@@ -217,7 +151,7 @@ def plot_all(results: dict, outdir) -> list[str]:
 def run(config, workdir: str) -> dict:
   """Per-block kernels once, then the spectrum of each layer choice; returns results."""
   t0 = time.time()
-  workdir, bk = start(config, workdir)
+  workdir, bk = common.start_block_kernels(config, workdir)
   names = list(bk.kernels)
   sets = resolve_choices(config.choices, names)
   choices = []
@@ -229,8 +163,9 @@ def run(config, workdir: str) -> dict:
     print(f"{choice['label']:>12}: κ={choice['kappa']:.4g} λmin={choice['lambda_min']:.4g} "
           f"λmax={choice['lambda_max']:.4g} eff.rank={choice['effective_rank']:.3g} "
           f"({choice['num_params']} params)")
-  results = write_results({**kernel_fields("ntk_spectra", config, bk), "choices": choices},
-                          config, bk, workdir, t0)
+  results = common.write_kernel_results(
+      {**common.kernel_fields("ntk_spectra", config, bk), "choices": choices}, config, bk,
+      workdir, t0)
   plot_all(results, workdir)
   return results
 

@@ -10,7 +10,7 @@ K_{S+b} = K_S + K_b. Knowing the spectrum a_1 <= ... <= a_n of K_S and only the
 extreme eigenvalues b_1, b_n of K_b, Weyl's inequalities bound every eigenvalue
 c_k of the sum, a_k + b_1 <= c_k <= a_k + b_n, and hence λ_min, λ_max and
 κ = c_n / c_1 (:mod:`ntkft.select.bounds`). This experiment computes the
-per-block kernels once (as in :mod:`experiments.ntk_spectra`), adds the blocks
+per-block kernels once (:func:`experiments.common.start_block_kernels`), adds the blocks
 one at a time in ``config.order`` starting from S = ∅ (K_∅ = 0), and at each
 step compares the bounds with the exact eigenvalues of K_S + K_b (+ ridge)
 (:func:`ntkft.select.check_bounds`). Writes into the workdir:
@@ -38,7 +38,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import ntk_spectra
+from experiments import common
 from ntkft import cli, select
 
 ORDERS = ("sequential", "greedy")
@@ -114,12 +114,8 @@ def bound_steps(kernels: dict, order: Sequence[str], ridge: float = 0.0,
   return steps
 
 
-def _as_floats(values) -> np.ndarray:
-  return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-
 def _positive(values) -> np.ndarray:
-  values = _as_floats(values)
+  values = common.as_floats(values)
   values[~(values > 0)] = np.nan   # log axes
   return values
 
@@ -152,11 +148,11 @@ def plot_bands(results: dict, path) -> str:
     if np.any(np.isfinite(before)):
       ax.plot(index, before, ":", color="0.5", linewidth=1, label="a_k (before)")
     ax.set_yscale("log")
-    ax.set_title(f"step {t + 1}: +{ntk_spectra.short_name(step['added'])} "
+    ax.set_title(f"step {t + 1}: +{common.short_name(step['added'])} "
                  f"(|S|={len(step['blocks'])}), {step['violations']} violations",
                  fontsize=9)
     if t % cols == 0:
-      ax.set_ylabel(f"λ_k(K_S + K_b), {ntk_spectra.EIG_LABEL}", fontsize=8)
+      ax.set_ylabel(f"λ_k(K_S + K_b), {common.EIG_LABEL}", fontsize=8)
     if t >= len(steps) - cols:
       ax.set_xlabel("eigenvalue index k (descending)", fontsize=8)
     if t == min(1, len(steps) - 1):   # step 2 shows all three (a_k = 0 at step 1)
@@ -177,7 +173,7 @@ def plot_kappa(results: dict, path) -> str:
   """
   steps = results["steps"]
   t = np.arange(1, len(steps) + 1)
-  ticks = [f"+{ntk_spectra.short_name(s['added'])}" for s in steps]
+  ticks = [f"+{common.short_name(s['added'])}" for s in steps]
   fig = Figure(figsize=(11.0, 4.0), dpi=100)
   FigureCanvasAgg(fig)
   ax, ax_k = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -187,9 +183,9 @@ def plot_kappa(results: dict, path) -> str:
                     linewidth=0, label=f"{key} bounds")
     ax.plot(t, _positive([s[key] for s in steps]), "o-", color=color, label=f"{key} exact")
   ax.set_yscale("log")
-  ax.set_ylabel(f"eigenvalue of K_S, {ntk_spectra.EIG_LABEL}")
-  lower = _as_floats([s["kappa_lower"] for s in steps])
-  upper = _as_floats([s["kappa_upper"] for s in steps])   # None (inf) -> nan: not drawn
+  ax.set_ylabel(f"eigenvalue of K_S, {common.EIG_LABEL}")
+  lower = common.as_floats([s["kappa_lower"] for s in steps])
+  upper = common.as_floats([s["kappa_upper"] for s in steps])   # None (inf) -> nan: not drawn
   ax_k.fill_between(t, lower, upper, color="C2", alpha=0.25, linewidth=0,
                     label="κ bounds (Weyl)")
   ax_k.plot(t, lower, "v--", color="C2", markersize=4, linewidth=1)
@@ -240,7 +236,7 @@ def search_costs(kernels: dict, ridge: float = 0.0, ks: Sequence[int] = (2, 3)) 
 def run(config, workdir: str) -> dict:
   """Per-block kernels once, then bounds vs exact spectra step by step; returns results."""
   t0 = time.time()
-  workdir, bk = ntk_spectra.start(config, workdir)
+  workdir, bk = common.start_block_kernels(config, workdir)
   order = resolve_order(config.order, bk.kernels, config.ridge)
   steps = bound_steps(bk.kernels, order, config.ridge, config.rtol)
   for t, step in enumerate(steps):
@@ -251,8 +247,8 @@ def run(config, workdir: str) -> dict:
           f"{step['lambda_min_upper']:.4g}], λmax={step['lambda_max']:.4g} in "
           f"[{step['lambda_max_lower']:.4g}, {step['lambda_max_upper']:.4g}], "
           f"violations {step['violations']}/{step['checks']}")
-  results = ntk_spectra.write_results(
-      {**ntk_spectra.kernel_fields("perturbation_bounds", config, bk),
+  results = common.write_kernel_results(
+      {**common.kernel_fields("perturbation_bounds", config, bk),
        "rtol": float(config.rtol), "order_rule": config.order, "order": order,
        "steps": steps,
        "total_checks": int(sum(s["checks"] for s in steps)),

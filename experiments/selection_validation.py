@@ -48,7 +48,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import layer_study
+from experiments import common, layer_study
 from ntkft import cli, records
 from ntkft.select import selection as selection_lib
 
@@ -140,14 +140,14 @@ def plot_arms(results: dict, path):
     out = results["tasks"][task]
     ax = fig.add_subplot(1, len(tasks), t + 1)
     names = list(out["arms"])
-    means = [layer_study.optional(out["arms"][a]["mean"]) for a in names]
-    stds = [layer_study.optional(out["arms"][a]["std"]) for a in names]
+    means = [common.optional(out["arms"][a]["mean"]) for a in names]
+    stds = [common.optional(out["arms"][a]["std"]) for a in names]
     colors = ["C3" if a == "selector" else "C0" if a.startswith(("last", "first"))
               else "C7" for a in names]
     xs = np.arange(len(names))
     ax.bar(xs, means, yerr=stds, color=colors, alpha=0.8, capsize=4)
     for x, a in zip(xs, names):
-      vals = [layer_study.optional(v) for v in out["arms"][a]["dev_metric"]]
+      vals = [common.optional(v) for v in out["arms"][a]["dev_metric"]]
       ax.plot(np.full(len(vals), x), vals, "k.", markersize=4)
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{a}\n({layer_study.layer_label(out['arms'][a]['layers'])})"
@@ -179,7 +179,7 @@ def run(config, workdir: str) -> dict:
   t0 = time.time()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  layer_study.parse_tasks(config.tasks)  # fail on a bad task name before any work
+  common.parse_tasks(config.tasks)  # fail on a bad task name before any work
   num_layers = layer_study.num_layers_of(config.finetune.model.name)
   seeds = tuple(int(s) for s in config.seeds)
   if not seeds or len(set(seeds)) != len(seeds):
@@ -214,20 +214,20 @@ def run(config, workdir: str) -> dict:
         metric_name = summary["dev_metric_name"]
         print(f"{task} {name} L{label} seed {seed}: dev {metric_name} "
               f"{summary['dev_metric']:.4f} train loss {summary['train_loss']:.4f}"
-              + layer_study.run_note(summary))
+              + common.run_note(summary))
       arm["mean"], arm["std"] = _mean_std(arm["dev_metric"])
       arm["train_loss_mean"], arm["train_loss_std"] = _mean_std(arm["train_loss"])
       arms[name] = arm
     results["tasks"][task] = {
         "selector": selector, "arms": arms, "dev_metric_name": metric_name,
         "kernel": layer_study.kernel_record(config.n_kernel, tk)}
-    layer_study.write_results(results, workdir, t0)  # after every task: partial results
-  results = layer_study.write_results(results, workdir, t0)
+    common.write_results(results, workdir, t0)  # after every task: partial results
+  results = common.write_results(results, workdir, t0)
   plot_all(results, workdir)
   for task, out in results["tasks"].items():
     print(f"\n### {task}: dev {out['dev_metric_name']} mean ± std over seeds {list(seeds)} "
           f"(selector {out['selector']['criterion']}, {out['selector']['search']})\n")
-    print(layer_study.format_markdown(_table_rows(out), TABLE_COLUMNS))
+    print(common.format_markdown(_table_rows(out), TABLE_COLUMNS))
   print(f"\nwall {results['wall_seconds']:.1f}s")
   return results
 

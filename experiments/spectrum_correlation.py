@@ -40,7 +40,7 @@ from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import layer_study
+from experiments import common, layer_study
 from ntkft import cli, records
 
 ROW_COLUMNS = ("layers", "num_params", "kappa", "lambda_min", "lambda_max",
@@ -55,15 +55,15 @@ def spearman_table(spearman: dict) -> str:
     cells = []
     for o in layer_study.OUTCOMES:
       s = spearman[f"{p}_vs_{o}"]
-      lo, hi = (layer_study.optional(v) for v in s["ci95"])
-      cells.append(f"{layer_study.optional(s['rho']):+.2f} [{lo:+.2f}, {hi:+.2f}] (n={s['n']})")
+      lo, hi = (common.optional(v) for v in s["ci95"])
+      cells.append(f"{common.optional(s['rho']):+.2f} [{lo:+.2f}, {hi:+.2f}] (n={s['n']})")
     lines.append(f"| {p} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
 def _ci_text(s: dict) -> str:
-  rho = layer_study.optional(s["rho"])
-  lo, hi = (layer_study.optional(v) for v in s["ci95"])
+  rho = common.optional(s["rho"])
+  lo, hi = (common.optional(v) for v in s["ci95"])
   return f"ρ={rho:+.2f} [{lo:+.2f}, {hi:+.2f}], n={s['n']}"
 
 
@@ -89,10 +89,10 @@ def plot_scatter(results: dict, path):
   for t, task in enumerate(tasks):
     out = results["tasks"][task]
     rows = out["rows"]
-    kappa = np.array([layer_study.optional(r["kappa"]) for r in rows])
+    kappa = np.array([common.optional(r["kappa"]) for r in rows])
     for j, outcome in enumerate(layer_study.OUTCOMES):
       ax = fig.add_subplot(len(tasks), 2, 2 * t + j + 1)
-      y = np.array([layer_study.optional(r[outcome]) for r in rows])
+      y = np.array([common.optional(r[outcome]) for r in rows])
       ok = np.isfinite(kappa) & np.isfinite(y) & (kappa > 0)
       ax.scatter(kappa[ok], y[ok], color=f"C{t}", s=28)
       for r, xk, yk, good in zip(rows, kappa, y, ok):
@@ -143,22 +143,22 @@ def run(config, workdir: str) -> dict:
       rows.append(row)
       print(f"{task} L{label}: κ={row['kappa']:.4g} train loss {row['train_loss']:.4f} "
             f"dev {row['dev_metric_name']} {row['dev_metric']:.4f}"
-            + layer_study.run_note(summary))
+            + common.run_note(summary))
     spearman = {
-        f"{p}_vs_{o}": layer_study.spearman_ci(
+        f"{p}_vs_{o}": common.spearman_ci(
             [r[p] for r in rows], [r[o] for r in rows], config.num_boot,
             seed=config.boot_seed)
         for p in layer_study.PREDICTORS for o in layer_study.OUTCOMES}
     results["tasks"][task] = {
         "rows": rows, "spearman": spearman,
         "kernel": layer_study.kernel_record(config.n_kernel, tk)}
-    layer_study.write_results(results, workdir, t0)  # after every task: partial results
-  results = layer_study.write_results(results, workdir, t0)
+    common.write_results(results, workdir, t0)  # after every task: partial results
+  results = common.write_results(results, workdir, t0)
   plot_all(results, workdir)
   for task, out in results["tasks"].items():
     print(f"\n### {task} (n_kernel={out['kernel']['n']}, dev metric "
           f"{out['rows'][0]['dev_metric_name']})\n")
-    print(layer_study.format_markdown(out["rows"], ROW_COLUMNS))
+    print(common.format_markdown(out["rows"], ROW_COLUMNS))
     print(f"\nSpearman ρ, {task} (bootstrap {config.num_boot} resamples):\n")
     print(spearman_table(out["spearman"]))
   print(f"\nwall {results['wall_seconds']:.1f}s")

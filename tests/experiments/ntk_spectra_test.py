@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import ntk_spectra as ntk_spectra_config
-from experiments import ntk_spectra
+from experiments import common, ntk_spectra
 from ntkft import ntk, ntk_report, peft, records, theta0
 from tests.test_util import write_tiny_bert_checkpoint
 
@@ -103,7 +103,7 @@ def test_resolve_choices():
       ("layer_2", "layer_10")]
   assert ntk_spectra.choice_label(("layer_2", "layer_10"), names) == "L2+L10"
   assert ntk_spectra.choice_label(tuple(names), names) == "all (4)"
-  assert sorted(names, key=ntk_spectra.block_order_key) == names
+  assert sorted(names, key=common.block_order_key) == names
   with pytest.raises(ValueError, match="unknown block 7"):
     ntk_spectra.resolve_choices(((0, 7),), names)
   with pytest.raises(ValueError, match="given twice"):
