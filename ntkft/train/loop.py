@@ -172,7 +172,9 @@ def run(config, workdir: str) -> dict:
   cache = None
   if config.get("prefix_cache", False):
     cache = prefix_cache.PrefixCache.build(
-        model, trainable, model.params, {"train": train_enc, "dev": dev_enc},
+        model, trainable, model.params,
+        {"train": train_enc, "dev": dev_enc,
+         **({} if mismatched_enc is None else {"mismatched": mismatched_enc})},
         d.eval_batch_size, d.buckets, d.max_len)
     print(f"prefix cache: layers < {cache.start} computed once per example")
   outputs_fn = step_lib.model_fn(config.mode, model.apply_fn if cache is None else cache.apply_fn)
@@ -269,7 +271,7 @@ def run(config, workdir: str) -> dict:
   if mismatched_enc is not None:  # MNLI: GLUE reports matched and mismatched
     mismatched = evaluate(eval_fn, state, data.eval_batches(
         mismatched_enc, d.eval_batch_size, d.buckets, d.max_len), mismatched_enc.labels, task,
-                          task.is_regression, put_batch)
+                          task.is_regression, feed("mismatched"))
     log(total, task.mismatched_split(d.eval_split), mismatched)
   delta = jax.tree.map(jnp.subtract, state.trainable, state.trainable0)
   summary = {
