@@ -14,6 +14,7 @@ split, eval = its "test" split, which is the GLUE dev set).
 the mean diagonal of the train×train kernel (ntkft.kernel.classifiers).
 """
 import ml_collections
+from ml_collections import config_dict
 
 from ntkft import config_lib
 
@@ -26,7 +27,7 @@ def get_config(arg=None):
   c.model = dict(name="minilm-l6", pooling="mean")
   c.peft = dict(methods=("lora",), layers=(4, 5) if arg.runlocal else "all", targets=("query", "value"), rank=8,
                 alpha=16.0, dropout=0.0, init="zero_b", head=True)
-  c.data = dict(root=None,          # None: $NTKFT_DATA or ../shared/data
+  c.data = dict(root=config_dict.placeholder(str),  # None: $NTKFT_DATA or ../shared/data
                 kshot=arg.kshot,    # "<k>-<seed>" or "" (the full GLUE folders)
                 train_split="train", eval_split="test",  # use "dev" with kshot=""
                 n_train=0, n_eval=0,  # subsample to this many (0: all)

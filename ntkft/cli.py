@@ -1,7 +1,8 @@
 """The one command-line entry of every ntkft tool: absl flags, one-line errors.
 
 Every program (``python -m ntkft.run``, ``ntkft.ntk_report``, ``ntkft.select``,
-``ntkft.sweep``, ``experiments.*``) ends in :func:`run_main` (the
+``ntkft.sweep``, ``ntkft.kernel_fit``, ``ntkft.export_peft``, ``experiments.*``; tested
+in tests/cli_test.py) ends in :func:`run_main` (the
 ``--config=<file>[:args] --workdir=<dir>`` tools) or :func:`main` (tools with
 their own flags). Flags are defined only when a tool runs as ``__main__``, never
 at import time, so every tool's ``run(config, workdir)`` can be imported from

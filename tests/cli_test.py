@@ -36,6 +36,11 @@ COMMANDS = {
     "sweep": (["-m", "ntkft.sweep", "--sweep=experiments/sweeps/nope.py", W],
               "sweep file experiments/sweeps/nope.py not found"),
     "figures": (["-m", "experiments.figures", "--only=nope"], "unknown experiment(s) ['nope']"),
+    "kernel_fit": (
+        ["-m", "ntkft.kernel_fit", "--config=configs/kernel_fit.py:runlocal",
+         "--config.no_such_field=1", W], "--config.no_such_field: no config field"),
+    "export_peft": (["-m", "ntkft.export_peft", W, "--out=/nonexistent/ntkft_cli_test_out"],
+                    "no config.json in /nonexistent/ntkft_cli_test"),
     **{f"experiments.{name}": (
         ["-m", f"experiments.{name}", f"--config=configs/{name}.py:runlocal",
          "--config.no_such_field=1", W], "--config.no_such_field: no config field")
@@ -94,3 +99,13 @@ def test_verbose_shows_the_traceback(results, name):
   returncode, stderr = results[f"verbose_{name}"]
   assert returncode != 0
   assert "Traceback (most recent call last)" in stderr
+
+
+def test_every_entry_point_goes_through_the_cli_helper():
+  """Each ``__main__`` of ntkft/ and experiments/ ends in ntkft.cli (one error policy)."""
+  mains = [p for folder in ("ntkft", "experiments") for p in sorted((REPO / folder).rglob("*.py"))
+           if 'if __name__ == "__main__":' in p.read_text()]
+  assert len(mains) >= 12
+  for path in mains:
+    block = path.read_text().split('if __name__ == "__main__":', 1)[1]
+    assert "cli.run_main(" in block or "cli.main(" in block, path
