@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkft import xla_workarounds
 from ntkft.ntk import blocks as blocks_lib
 from ntkft.ntk import chunking, contraction
 from ntkft.ntk import layout as layout_lib
@@ -98,6 +99,7 @@ class KernelEngine:
         config.implementation != NtkImplementation.JACOBIAN_CONTRACTION):
       raise ValueError("length_buckets needs implementation='jacobian_contraction'")
     precision_lib.check_precision(config.precision)
+    xla_workarounds.check_batched_jacobians()  # raises if XLA miscompiles Jacobians here
     self.apply_fn = apply_fn
     self.config = config
     self.block_of = block_of

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkft import xla_workarounds
 from ntkft.ntk import lengths as lengths_lib
 from ntkft.ntk.precision import check_precision, matmul_precision
 
@@ -124,6 +125,7 @@ class JacobianRows:
 
   def __init__(self, apply_fn: Callable, params, extra: tuple, precision: str,
                length_buckets: Optional[Sequence[int]], mask_key: str):
+    xla_workarounds.check_batched_jacobians()  # raises if XLA miscompiles Jacobians here
     self.apply_fn = apply_fn
     self.leaves, self.treedef = jax.tree.flatten(params)
     self.extra = tuple(extra)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg
 
+from ntkft import xla_workarounds
 from ntkft.ntk import precision as precision_lib
 
 
@@ -73,6 +74,7 @@ def ntk_vp_fn(apply_fn: Callable, trace_axes=(-1,), chunk: int = 64,
   precision_lib.check_precision(precision)
   if chunk < 1:
     raise ValueError(f"ntk_vp_fn: chunk must be >= 1, got {chunk}")
+  xla_workarounds.check_batched_jacobians()  # raises if XLA miscompiles Jacobians here
   vjp = jax.jit(functools.partial(_vjp_chunk, apply_fn=apply_fn, traced=traced))
   jvp = jax.jit(functools.partial(_jvp_chunk, apply_fn=apply_fn, traced=traced))
   add = jax.jit(_add)

@@ -26,6 +26,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ntkft import xla_workarounds
 from ntkft.ntk import chunking, contraction
 from ntkft.ntk import layout as layout_lib
 from ntkft.typing import ApplyFn, Array, Params
@@ -65,6 +66,7 @@ def sharded_ntk_fn(apply_fn: ApplyFn, mesh: jax.sharding.Mesh,
   Raises:
     ValueError: a mesh without ``"data"``, bad sizes or axes.
   """
+  xla_workarounds.check_batched_jacobians()  # raises if XLA miscompiles Jacobians here
   if DATA not in mesh.axis_names:
     raise ValueError(f"sharded_ntk_fn needs a mesh with a {DATA!r} axis, got {mesh.axis_names}")
   d = int(mesh.shape[DATA])

@@ -14,9 +14,9 @@ import pytest
 from configs import glue_common
 from ntkft.models import flatten
 from ntkft.ntk import block_of_fn
-from ntkft.train import optim, pull, step as step_lib
+from ntkft.train import optim, pull
+from ntkft.train import step as step_lib
 from ntkft.train.state import TrainState
-
 
 layer_block = block_of_fn("layer")  # what the loop uses for per-block pulls
 
