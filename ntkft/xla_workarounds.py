@@ -23,8 +23,8 @@ the user set the flag to something else, or this jaxlib lacks the flag), every
 kernel function calls :func:`check_batched_jacobians` when it is built. On the
 CPU backend it runs, once per process, a canary that reproduces the miscompile
 (:func:`canary_error`: per-example Jacobians of a LayerNorm, 32 examples x 2
-outputs x 384 features, batched vs one example at a time; well under a second
-on an idle CPU) and raises :class:`MiscompiledJacobianError`, saying what to do,
+outputs x 384 features, batched vs one example at a time; 0.6-0.7 s of CPU
+time on a 2-core VM) and raises :class:`MiscompiledJacobianError`, saying what to do,
 if they differ. With the setting in effect it costs nothing.
 """
 import functools
