@@ -9,6 +9,11 @@ Typical use::
   stream = data.TrainStream(encoded, batch_size=32, buckets=(32, 64, 128),
                             max_len=128, seed=0)
   batch = stream.batch(step)  # dict of numpy arrays, see ntkft.data.batching
+
+The same tasks from TensorFlow Datasets instead of files (optional dependency
+tensorflow-datasets, imported on call)::
+
+  examples = data.load_examples_tfds("sst2", "train")
 """
 
 from ntkft.data.batching import BATCH_KEYS
@@ -34,6 +39,7 @@ from ntkft.data.subset import subsample
 from ntkft.data.tasks import TASKS
 from ntkft.data.tasks import TaskSpec
 from ntkft.data.tasks import get_task
+from ntkft.data.tfds_source import load_examples_tfds
 from ntkft.data.tokenization import Encoded
 from ntkft.data.tokenization import Tokenizer
 from ntkft.data.tokenization import encode

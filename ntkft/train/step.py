@@ -8,7 +8,6 @@ rng)``:
 
 The step itself does not know which it trains.
 """
-import functools
 from typing import Callable
 
 import jax
@@ -61,8 +60,3 @@ def train_step(state: TrainState, batch, *, outputs_fn: Callable, loss_fn: Calla
 def eval_outputs(state: TrainState, batch, *, outputs_fn: Callable):
   """Model outputs (B, O) on a batch, deterministic."""
   return outputs_fn(state.trainable, state.trainable0, state.frozen, batch, None)
-
-
-def jit_train_step(**kwargs):
-  """``train_step`` with the functions bound, jitted with the state donated."""
-  return jax.jit(functools.partial(train_step, **kwargs), donate_argnums=0)
