@@ -60,11 +60,13 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from ntkft import ntk
 from ntkft.kernel import gradient_descent_mse_ntk, kernel_ridge
-from ntkft.linearize import taylor_terms_fn, tangent_apply_fn
+from ntkft.linearize import tangent_apply_fn, taylor_terms_fn
 from ntkft.train import losses, pull
+from ntkft.train import step as step_lib
 
 REGIMES = ("nonlinear", "linearized")
 
@@ -82,10 +84,6 @@ def rms(a) -> float:
 def agreement(a, b) -> float:
   """Fraction of rows of (N, C) outputs ``a`` and ``b`` with the same argmax."""
   return float(np.mean(np.argmax(np.asarray(a), -1) == np.argmax(np.asarray(b), -1)))
-
-
-def tree_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
 def _sub(a, b):
@@ -154,22 +152,15 @@ def flat_ntk(apply_fn: Callable, x1, x2, params, *extra, batch_size: Optional[in
 # Jitted pieces (functions static, arrays as arguments).
 
 
-def _outputs(mode, apply_fn):
-  if mode == "nonlinear":
-    return lambda p, p0, x, extra: apply_fn(p, x, *extra)
-  f_lin = tangent_apply_fn(apply_fn)
-  return lambda p, p0, x, extra: f_lin(p0, p, x, *extra)
-
-
 @functools.partial(jax.jit, static_argnames=("mode", "apply_fn", "selective", "block_of"))
 def _step(params, params0, x, y, w, lam, lr, extra, *, mode, apply_fn, selective, block_of):
   """One (S)GD step on R + λ/2‖θ−θ0‖² (gated); returns θ_{t+1}, R_batch(θ_t), ‖θ_t−θ0‖, gate."""
-  out = _outputs(mode, apply_fn)
-  risk = lambda p: losses.squared(out(p, params0, x, extra), y, w)
+  out = step_lib.regime_fn(mode, apply_fn)
+  risk = lambda p: losses.squared(out(p, params0, x, *extra), y, w)
   loss, grads = jax.value_and_grad(risk)(params)
   grads, on = pull.pull_gradient(grads, params, params0, lam, selective, block_of)
   new = jax.tree.map(lambda p, g: p - lr * g, params, grads)
-  return new, loss, tree_norm(_sub(params, params0)), on
+  return new, loss, optax.tree.norm(_sub(params, params0)), on
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn",))
@@ -220,7 +211,7 @@ def remainder(apply_fn: Callable, params0, params, x, *extra) -> dict:
   f, _, f0, jd, dhd = _outputs_all(params, params0, params0, x, tuple(extra),
                                    apply_fn=apply_fn)
   return {**_remainder_from(f, f0, jd, dhd),
-          "distance": float(tree_norm(_sub(params, params0))), "outputs": np.asarray(f)}
+          "distance": float(optax.tree.norm(_sub(params, params0))), "outputs": np.asarray(f)}
 
 
 def _take(x, idx):
@@ -238,6 +229,97 @@ def batch_order(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
     perm = rng.permutation(n)
     out.extend(perm[i * batch_size:(i + 1) * batch_size] for i in range(per_epoch))
   return np.stack(out[:steps])
+
+
+def _current_outputs(params, params0, x, extra, apply_fn):
+  """[f(θ_t), f̄(θ̄_t), f0, J d, dᵀ∇²f d] (numpy) at the current iterates."""
+  return [np.asarray(a) for a in _outputs_all(params["nonlinear"], params["linearized"],
+                                              params0, x, extra, apply_fn=apply_fn)]
+
+
+def _record(t, params, params0, sets, closed_form, *, apply_fn, extra, lam):
+  """One record of the gaps between the regimes at step t.
+
+  Args:
+    sets: {"train": (x, y), "eval": (x or None, y or None)}.
+    closed_form: {"train": f_cf(t), "eval": f_cf(t) or None}.
+
+  Returns:
+    (row, last): the record and {set: (f, f̄)} outputs at this step.
+  """
+  row: dict[str, Any] = {"step": t}
+  row["dist_nonlinear"] = float(optax.tree.norm(_sub(params["nonlinear"], params0)))
+  row["dist_linearized"] = float(optax.tree.norm(_sub(params["linearized"], params0)))
+  row["dist_nonlinear_vs_linearized"] = float(
+      optax.tree.norm(_sub(params["nonlinear"], params["linearized"])))
+  last = {}
+  for name, (x, y) in sets.items():
+    if x is None:
+      continue
+    f, fbar, f0_, jd, dhd = _current_outputs(params, params0, x, extra, apply_fn)
+    last[name] = (f, fbar)
+    rem = _remainder_from(f, f0_, jd, dhd)
+    cf = np.asarray(closed_form[name])
+    row[f"f_gap_{name}"] = rms(f.astype(np.float64) - fbar)
+    row[f"remainder_measured_{name}"] = rem["measured"]
+    row[f"remainder_estimate_{name}"] = rem["estimate"]
+    row[f"remainder_ratio_{name}"] = rem["ratio"]
+    row[f"agree_nonlinear_linearized_{name}"] = agreement(f, fbar)
+    row[f"agree_linearized_closed_form_{name}"] = agreement(fbar, cf)
+    row[f"closed_form_gap_{name}"] = rms(fbar.astype(np.float64) - cf)
+    if name == "eval" and y is not None:
+      labels = np.argmax(np.asarray(y), -1)
+      for regime, out in (("nonlinear", f), ("linearized", fbar), ("closed_form", cf)):
+        row[f"acc_{regime}_eval"] = float(np.mean(np.argmax(out, -1) == labels))
+    if name == "train":
+      for regime, out in (("nonlinear", f), ("linearized", fbar), ("closed_form", cf)):
+        row[f"risk_{regime}"] = _risk(out, y)
+      for regime in REGIMES:
+        row[f"objective_{regime}"] = row[f"risk_{regime}"] + 0.5 * lam * row[
+            f"dist_{regime}"] ** 2
+  return row, last
+
+
+def _minibatch(x_train, y_train, idx, dtype):
+  """(x, y, weights) of the examples ``idx``."""
+  return _take(x_train, idx), y_train[idx], jnp.ones((len(idx),), dtype)
+
+
+def _sgd_step(params, params0, batch, full_train, per_step, *, lam, lam_a, lr_a, extra,
+              apply_fn, selective, block_of):
+  """One step of both trained regimes; appends objective, distance, gate to per_step.
+
+  ``full_train``: (x, y) of the whole training set for minibatch steps (the
+  objective is the full-batch one at θ_t, not the minibatch loss), else None.
+  """
+  xb, yb, wb = batch
+  if full_train is not None:
+    pair = _outputs_pair(params["nonlinear"], params["linearized"], params0, full_train[0],
+                         extra, apply_fn=apply_fn)
+  new_params = {}
+  for i, m in enumerate(REGIMES):
+    new_params[m], loss, dist, on = _step(params[m], params0, xb, yb, wb, lam_a, lr_a, extra,
+                                          mode=m, apply_fn=apply_fn, selective=selective,
+                                          block_of=block_of)
+    if full_train is not None:
+      loss = _risk(pair[i], full_train[1])
+    per_step[m]["objective"].append(float(loss) + 0.5 * lam * float(dist) ** 2)
+    per_step[m]["distance"].append(float(dist))
+    per_step[m]["gate"].append(float(on))
+  return new_params
+
+
+def _ridge_gaps(last, ridge_train, ridge_eval, y_train) -> dict:
+  """Gaps of the final iterates to the kernel-ridge endpoint (the minimizer of J̄)."""
+  _, fbar_t = last["train"]
+  ridge = {"gap_linearized_train": rms(fbar_t.astype(np.float64) - np.asarray(ridge_train)),
+           "risk": _risk(ridge_train, y_train)}
+  if ridge_eval is not None:
+    f_e, fbar_e = last["eval"]
+    ridge["gap_linearized_eval"] = rms(fbar_e.astype(np.float64) - np.asarray(ridge_eval))
+    ridge["gap_nonlinear_eval"] = rms(f_e.astype(np.float64) - np.asarray(ridge_eval))
+    ridge["agree_nonlinear_eval"] = agreement(f_e, ridge_eval)
+  return ridge
 
 
 # --------------------------------------------------------------------------
@@ -302,13 +384,10 @@ def run_regimes(apply_fn: Callable, params0, x_train, y_train, x_eval=None, y_ev
                                                 batch_size=ntk_batch_size)
   else:
     k_tt, k_et = kernels
-  def outputs(x):  # f(θ_t), f̄(θ̄_t), f0, J d, dᵀ∇²f d at the current iterates
-    return [np.asarray(a) for a in _outputs_all(params["nonlinear"], params["linearized"],
-                                                params0, x, extra, apply_fn=apply_fn)]
-
   params = {m: params0 for m in REGIMES}
-  f0 = outputs(x_train)[0]
-  f0_eval = None if x_eval is None else outputs(x_eval)[0]
+  f0 = _current_outputs(params, params0, x_train, extra, apply_fn)[0]
+  f0_eval = None if x_eval is None else _current_outputs(params, params0, x_eval, extra,
+                                                          apply_fn)[0]
   predict = gradient_descent_mse_ntk(k_tt, y_train, f0, k_et, f0_eval, lam=lam,
                                      learning_rate=lr)
   try:
@@ -324,84 +403,27 @@ def run_regimes(apply_fn: Callable, params0, x_train, y_train, x_eval=None, y_ev
   records = []
   last = {}
   record_at = sorted(set(range(0, steps + 1, record_every)) | {steps})
-
-  def record(t):
-    row: dict[str, Any] = {"step": t}
-    cf_train, cf_eval = predict(float(t))
-    sets = [("train", x_train, cf_train)]
-    if x_eval is not None:
-      sets.append(("eval", x_eval, cf_eval))
-    row["dist_nonlinear"] = float(tree_norm(_sub(params["nonlinear"], params0)))
-    row["dist_linearized"] = float(tree_norm(_sub(params["linearized"], params0)))
-    row["dist_nonlinear_vs_linearized"] = float(
-        tree_norm(_sub(params["nonlinear"], params["linearized"])))
-    for name, x, cf in sets:
-      f, fbar, f0_, jd, dhd = outputs(x)
-      last[name] = (f, fbar)
-      rem = _remainder_from(f, f0_, jd, dhd)
-      cf = np.asarray(cf)
-      row[f"f_gap_{name}"] = rms(f.astype(np.float64) - fbar)
-      row[f"remainder_measured_{name}"] = rem["measured"]
-      row[f"remainder_estimate_{name}"] = rem["estimate"]
-      row[f"remainder_ratio_{name}"] = rem["ratio"]
-      row[f"agree_nonlinear_linearized_{name}"] = agreement(f, fbar)
-      row[f"agree_linearized_closed_form_{name}"] = agreement(fbar, cf)
-      row[f"closed_form_gap_{name}"] = rms(fbar.astype(np.float64) - cf)
-      if name == "eval" and y_eval is not None:
-        labels = np.argmax(np.asarray(y_eval), -1)
-        for regime, out in (("nonlinear", f), ("linearized", fbar), ("closed_form", cf)):
-          row[f"acc_{regime}_eval"] = float(np.mean(np.argmax(out, -1) == labels))
-      if name == "train":
-        row["risk_nonlinear"] = _risk(f, y_train)
-        row["risk_linearized"] = _risk(fbar, y_train)
-        row["risk_closed_form"] = _risk(cf, y_train)
-        row["objective_nonlinear"] = row["risk_nonlinear"] + 0.5 * lam * row[
-            "dist_nonlinear"] ** 2
-        row["objective_linearized"] = row["risk_linearized"] + 0.5 * lam * row[
-            "dist_linearized"] ** 2
-    row["distance_bound"] = bound
-    records.append(row)
-
+  sets = {"train": (x_train, y_train), "eval": (x_eval, y_eval)}
   for t in range(steps + 1):
     if t in record_at:
-      record(t)
+      cf = dict(zip(("train", "eval"), predict(float(t))))
+      row, last = _record(t, params, params0, sets, cf, apply_fn=apply_fn, extra=extra,
+                          lam=lam)
+      records.append({**row, "distance_bound": bound})
     if t == steps:  # θ_T: from the last record (t = T is always recorded)
       for m in REGIMES:
         per_step[m]["objective"].append(records[-1][f"objective_{m}"])
         per_step[m]["distance"].append(records[-1][f"dist_{m}"])
       break
-    if full:
-      xb, yb, wb = x_train, y_train, ones
-    else:
-      idx = order[t]
-      xb, yb, wb = _take(x_train, idx), y_train[idx], jnp.ones((len(idx),), dtype)
-      pair = _outputs_pair(params["nonlinear"], params["linearized"], params0, x_train, extra,
-                           apply_fn=apply_fn)
-    new_params = {}
-    for i, m in enumerate(REGIMES):
-      new_params[m], loss, dist, on = _step(params[m], params0, xb, yb, wb, lam_a, lr_a, extra,
-                                            mode=m, apply_fn=apply_fn, selective=selective,
-                                            block_of=block_of)
-      if not full:  # the full-batch objective at θ_t, not the minibatch loss
-        loss = _risk(pair[i], y_train)
-      per_step[m]["objective"].append(float(loss) + 0.5 * lam * float(dist) ** 2)
-      per_step[m]["distance"].append(float(dist))
-      per_step[m]["gate"].append(float(on))
-    params = new_params
+    batch = (x_train, y_train, ones) if full else _minibatch(x_train, y_train, order[t], dtype)
+    params = _sgd_step(params, params0, batch, None if full else (x_train, y_train), per_step,
+                       lam=lam, lam_a=lam_a, lr_a=lr_a, extra=extra, apply_fn=apply_fn,
+                       selective=selective, block_of=block_of)
 
   checks = {m: check_objective(per_step[m]["objective"], per_step[m]["distance"], bound,
                                rtol=rtol) for m in REGIMES}
   final = records[-1]
-  ridge = {}
-  if ridge_train is not None:
-    f_t, fbar_t = last["train"]
-    ridge["gap_linearized_train"] = rms(fbar_t.astype(np.float64) - np.asarray(ridge_train))
-    ridge["risk"] = _risk(ridge_train, y_train)
-    if ridge_eval is not None:
-      f_e, fbar_e = last["eval"]
-      ridge["gap_linearized_eval"] = rms(fbar_e.astype(np.float64) - np.asarray(ridge_eval))
-      ridge["gap_nonlinear_eval"] = rms(f_e.astype(np.float64) - np.asarray(ridge_eval))
-      ridge["agree_nonlinear_eval"] = agreement(f_e, ridge_eval)
+  ridge = {} if ridge_train is None else _ridge_gaps(last, ridge_train, ridge_eval, y_train)
   return {
       "lam": float(lam), "lr": float(lr), "steps": int(steps), "n_train": int(n),
       "n_eval": None if x_eval is None else int(jax.tree.leaves(x_eval)[0].shape[0]),

@@ -22,14 +22,30 @@ from ntkft.train.state import TrainState
 MODES = ("nonlinear", "linearized")
 
 
-def model_fn(mode: str, apply_fn: Callable) -> Callable:
-  """``outputs(trainable, trainable0, frozen, batch, rng) -> (B, O)`` for a regime."""
+def regime_fn(mode: str, apply_fn: Callable) -> Callable:
+  """``outputs(params, params0, *args)`` of a regime, for ``apply_fn(params, *args)``.
+
+  nonlinear: ``apply_fn(params, *args)``; linearized: the tangent model
+  ``apply_fn(params0, *args) + J(params0)(params - params0)`` (one jax.jvp).
+  """
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
   if mode == "nonlinear":
+    return lambda p, p0, *args: apply_fn(p, *args)
+  f_lin = tangent_apply_fn(apply_fn)
+  return lambda p, p0, *args: f_lin(p0, p, *args)
+
+
+def model_fn(mode: str, apply_fn: Callable) -> Callable:
+  """``outputs(trainable, trainable0, frozen, batch, rng) -> (B, O)`` for a regime.
+
+  ``apply_fn(params, batch, rng)`` on the combined params; the linearized
+  regime runs without rng (dropout off).
+  """
+  if mode == "nonlinear":
     return lambda p, p0, frozen, batch, rng: apply_fn(combine(p, frozen), batch, rng)
-  f_lin = tangent_apply_fn(lambda p, frozen, batch: apply_fn(combine(p, frozen), batch))
-  return lambda p, p0, frozen, batch, rng: f_lin(p0, p, frozen, batch)
+  out = regime_fn(mode, lambda p, frozen, batch: apply_fn(combine(p, frozen), batch))  # checks mode
+  return lambda p, p0, frozen, batch, rng: out(p, p0, frozen, batch)
 
 
 def train_step(state: TrainState, batch, *, outputs_fn: Callable, loss_fn: Callable,
