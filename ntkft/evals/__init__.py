@@ -1,9 +1,11 @@
 """Evaluation: GLUE metrics (pure numpy)."""
 
-from ntkft.evals.metrics import METRICS
-from ntkft.evals.metrics import accuracy
-from ntkft.evals.metrics import compute_metrics
-from ntkft.evals.metrics import f1
-from ntkft.evals.metrics import matthews_corrcoef
-from ntkft.evals.metrics import pearson
-from ntkft.evals.metrics import spearman
+from ntkft.evals.metrics import (
+    METRICS,
+    accuracy,
+    compute_metrics,
+    f1,
+    matthews_corrcoef,
+    pearson,
+    spearman,
+)

@@ -1,4 +1,4 @@
-"""GLUE metrics in pure numpy.
+"""GLUE metrics (numpy; correlations from scipy.stats).
 
 All functions take 1-D arrays of equal, non-zero length and return a Python
 float. Degenerate cases return 0.0 instead of NaN (as sklearn does for MCC):
@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import scipy.stats
 
 from ntkft.data.tasks import TaskSpec, get_task
 
@@ -89,33 +90,25 @@ def matthews_corrcoef(predictions, labels) -> float:
   return float(cov_tp / np.sqrt(denom)) if denom > 0 else 0.0
 
 
+def _constant(a: np.ndarray) -> bool:
+  return bool(np.all(a == a.flat[0]))
+
+
 def pearson(predictions, labels) -> float:
-  """Pearson correlation in float64; 0.0 if either input is constant."""
+  """Pearson correlation (``scipy.stats.pearsonr``); 0.0 if either input is constant."""
   x, y = _pair(predictions, labels, "pearson")
-  x = x.astype(np.float64) - np.mean(x, dtype=np.float64)
-  y = y.astype(np.float64) - np.mean(y, dtype=np.float64)
-  denom = np.sqrt(np.sum(x * x) * np.sum(y * y))
-  return float(np.clip(np.sum(x * y) / denom, -1.0, 1.0)) if denom > 0 else 0.0
-
-
-def rankdata(values) -> np.ndarray:
-  """1-based ranks, ties get the average of their ranks (scipy's 'average')."""
-  values = np.asarray(values)
-  order = np.argsort(values, kind="stable")
-  sorted_values = values[order]
-  # Start of each run of equal values.
-  starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-  ends = np.r_[starts[1:], len(values)]
-  run_ranks = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
-  ranks = np.empty(len(values), dtype=np.float64)
-  ranks[order] = np.repeat(run_ranks, ends - starts)
-  return ranks
+  if _constant(x) or _constant(y):
+    return 0.0
+  return float(scipy.stats.pearsonr(x.astype(np.float64), y.astype(np.float64)).statistic)
 
 
 def spearman(predictions, labels) -> float:
-  """Spearman rank correlation: Pearson of average ranks; 0.0 if constant."""
+  """Spearman rank correlation (``scipy.stats.spearmanr``: average ranks for
+  ties); 0.0 if either input is constant."""
   x, y = _pair(predictions, labels, "spearman")
-  return pearson(rankdata(x), rankdata(y))
+  if _constant(x) or _constant(y):
+    return 0.0
+  return float(scipy.stats.spearmanr(x, y).statistic)
 
 
 METRICS: dict[str, Callable[..., float]] = {
