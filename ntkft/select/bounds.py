@@ -25,8 +25,9 @@ Section 4.3):
   "adding a PSD matrix cannot shrink lambda_max".
 * Ridge: the eigenvalues of ``C + rho I`` are ``c_k + rho``; every bound shifts
   by rho.
-* Condition number kappa = c_n / c_1 (of ``C + rho I``), defined here as
-  ``+inf`` when c_1 <= 0 (singular or indefinite). With the bounds above,
+* Condition number kappa = c_n / c_1 (of ``C + rho I``), ``+inf`` when
+  c_1 <= 0 (singular or indefinite): the policy of
+  :func:`ntkft.spectral.condition_number`, re-exported here. With the bounds above,
   ``L_min <= c_1 <= U_min`` and ``L_max <= c_n <= U_max`` (ridge included):
 
       kappa <= U_max / L_min                     when L_min > 0, else +inf
@@ -64,6 +65,8 @@ import math
 from typing import Any
 
 import numpy as np
+
+from ntkft.spectral.stats import condition_number, symmetric_kernel
 
 # Relative (to the spectral scale) slack that absorbs float64 eigh rounding.
 DEFAULT_RTOL = 1e-9
@@ -223,37 +226,12 @@ def kappa_bounds(lam_min_s: float, lam_max_s: float, lam_min_b: float,
       extreme_bounds(lam_min_s, lam_max_s, lam_min_b, lam_max_b, ridge), slack)
 
 
-def condition_number(eigs: Any) -> float:
-  """lambda_max / lambda_min of ascending eigenvalues; inf if lambda_min <= 0.
-
-  Unlike :func:`ntkft.spectral.spectrum_stats` there is no clamping: a
-  singular (or rounding-indefinite) kernel has kappa = inf.
-  """
-  eigs = np.asarray(eigs, dtype=np.float64)
-  lam_min, lam_max = float(eigs[0]), float(eigs[-1])
-  return lam_max / lam_min if lam_min > 0 else math.inf
-
-
 def slack_for(eigs_a: Any, eigs_b: Any, ridge: float = 0.0,
               rtol: float = DEFAULT_RTOL) -> float:
   """Absolute slack ``rtol * (max|a| + max|b| + ridge)`` for bound checks."""
   scale = (float(np.max(np.abs(eigs_a))) + float(np.max(np.abs(eigs_b))) +
            float(ridge))
   return rtol * scale
-
-
-def _as_kernel(k: Any, name: str) -> np.ndarray:
-  k = np.asarray(k, dtype=np.float64)
-  if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] == 0:
-    raise ValueError(f"{name} must be a non-empty square (n, n) matrix, got "
-                     f"shape {k.shape}")
-  if not np.all(np.isfinite(k)):
-    raise ValueError(f"{name} has non-finite entries")
-  norm = np.linalg.norm(k)
-  if norm > 0 and np.linalg.norm(k - k.T) > 1e-6 * norm:
-    raise ValueError(f"{name} is not symmetric (|K - K^T|_F / |K|_F = "
-                     f"{np.linalg.norm(k - k.T) / norm:.2e})")
-  return (k + k.T) / 2
 
 
 def check_bounds(k_s: Any, k_b: Any, ridge: float = 0.0,
@@ -277,7 +255,7 @@ def check_bounds(k_s: Any, k_b: Any, ridge: float = 0.0,
   Raises:
     ValueError: shapes differ, not square/symmetric/finite, ridge < 0.
   """
-  k_s, k_b = _as_kernel(k_s, "k_s"), _as_kernel(k_b, "k_b")
+  k_s, k_b = symmetric_kernel(k_s, "k_s"), symmetric_kernel(k_b, "k_b")
   if k_s.shape != k_b.shape:
     raise ValueError(f"k_s has shape {k_s.shape} but k_b has {k_b.shape}")
   rho = _ridge(ridge)

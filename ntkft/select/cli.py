@@ -30,16 +30,9 @@ import numpy as np
 
 from ntkft import data, ntk_report, records
 from ntkft.select import selection as selection_lib
+from ntkft.train import losses
 
 BLOCK_BY = ("layer", "layer_projection")
-
-
-def _targets(task, labels: np.ndarray) -> np.ndarray:
-  """(n, C) one-hot labels, or (n, 1) regression scores."""
-  labels = np.asarray(labels)
-  if task.is_regression:
-    return labels.astype(np.float64).reshape(-1, 1)
-  return np.eye(task.num_labels)[labels.astype(int)]
 
 
 def _validate(config):
@@ -69,7 +62,8 @@ def run(config, workdir: str) -> dict:
   bk = ntk_report.block_kernels(config)
   kernels, fx0, labels, index, counts = bk.kernels, bk.fx0, bk.labels, bk.index, bk.num_params
   t_kernel = bk.seconds
-  targets = _targets(task, labels)
+  targets = losses.targets(np.asarray(labels), task.num_labels, task.is_regression,
+                           np.float64)
 
   common = dict(k=config.budget or None, targets=targets,
                 fx0=fx0 if config.residual else None, param_counts=counts,

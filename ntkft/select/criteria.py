@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from ntkft.select import bounds as bounds_lib
+from ntkft.spectral.stats import symmetric_kernel
 
 CRITERIA = ("min_kappa", "max_lambda_min", "max_alignment")
 SPECTRAL = ("min_kappa", "max_lambda_min")
@@ -58,19 +59,11 @@ def prepare(kernels, criterion, k, targets, fx0, param_counts, param_budget,
   names = tuple(kernels)
   mats = []
   for name in names:
-    mat = np.asarray(kernels[name], dtype=np.float64)
-    if mat.ndim != 2 or mat.shape[0] != mat.shape[1] or mat.shape[0] == 0:
-      raise ValueError(f"kernel of block {name!r} must be square (n, n), got "
-                       f"shape {mat.shape}")
+    mat = symmetric_kernel(kernels[name], f"kernel of block {name!r}")
     if mats and mat.shape != mats[0].shape:
       raise ValueError(f"kernel of block {name!r} has shape {mat.shape}, but "
                        f"block {names[0]!r} has {mats[0].shape}")
-    if not np.all(np.isfinite(mat)):
-      raise ValueError(f"kernel of block {name!r} has non-finite entries")
-    norm = np.linalg.norm(mat)
-    if norm > 0 and np.linalg.norm(mat - mat.T) > 1e-5 * norm:
-      raise ValueError(f"kernel of block {name!r} is not symmetric")
-    mats.append((mat + mat.T) / 2)
+    mats.append(mat)
   n = mats[0].shape[0]
   m = len(names)
   if k is not None:

@@ -7,11 +7,13 @@ up to float64 rounding whatever dtype the kernel was built in.
 ``spectrum_stats`` reports, for the eigenvalues ``lambda_1 <= ... <= lambda_n``
 of ``K + ridge * I`` (``ridge = 0`` by default):
 
-* ``condition_number``  kappa = lambda_max / lambda_min. When ``lambda_min <=
-  rel_floor * lambda_max`` (rounding can make it ``<= 0`` for a singular PSD
-  kernel) lambda_min is clamped to that floor, a warning is emitted and
-  ``lambda_min_clamped`` is True, so kappa is then ``1 / rel_floor`` -- a
-  lower bound on the true condition number, not a measurement.
+* ``condition_number``  kappa = lambda_max / lambda_min under the one policy
+  of ntkft for tiny or negative eigenvalues (:func:`condition_number`): no
+  clamping; kappa = +inf when lambda_min <= 0 (a singular PSD kernel, or one
+  that rounding made indefinite), written as None (JSON null,
+  :func:`ntkft.records.jsonable`). When ``0 < lambda_min <= rel_floor *
+  lambda_max`` kappa is reported but dominated by rounding: a warning is
+  emitted and ``lambda_min_below_floor`` is True (also when lambda_min <= 0).
 * ``effective_rank``  exp(H(p)), p_i = lambda_i / sum_j lambda_j over the
   positive eigenvalues (Roy & Vetterli, "The effective rank: a measure of
   effective dimensionality", EUSIPCO 2007). Equals n for a multiple of I.
@@ -49,13 +51,41 @@ SYMMETRY_RTOL = 1e-5
 
 def _as_square_f64(k: Any, name: str = "k") -> np.ndarray:
   k = np.asarray(k, dtype=np.float64)
-  if k.ndim != 2 or k.shape[0] != k.shape[1]:
-    raise ValueError(f"{name} must be a square 2-D matrix, got shape {k.shape}")
-  if k.shape[0] == 0:
-    raise ValueError(f"{name} is empty (shape {k.shape})")
+  if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] == 0:
+    raise ValueError(f"{name} must be a non-empty square (n, n) matrix, got shape {k.shape}")
   if not np.all(np.isfinite(k)):
     raise ValueError(f"{name} has non-finite entries (nan/inf)")
   return k
+
+
+def condition_number(eigs: Any) -> float:
+  """kappa = lambda_max / lambda_min of eigenvalues (any order); +inf if lambda_min <= 0.
+
+  The one condition-number policy of ntkft (spectrum statistics, layer
+  selection, Weyl bounds): no clamping of tiny eigenvalues; a singular or
+  rounding-indefinite kernel has kappa = +inf (JSON null).
+  """
+  eigs = np.asarray(eigs, dtype=np.float64)
+  lam_min, lam_max = float(np.min(eigs)), float(np.max(eigs))
+  return lam_max / lam_min if lam_min > 0 else math.inf
+
+
+def symmetric_kernel(k: Any, name: str = "k", symmetrize: bool = False,
+                     sym_rtol: float = SYMMETRY_RTOL) -> np.ndarray:
+  """The one kernel validation of ntkft: ``(K + K^T) / 2`` in float64.
+
+  Args:
+    k: (n, n) kernel, any array type / dtype.
+    name: what ``k`` is, for the error messages.
+    symmetrize: accept any asymmetry (e.g. the sign/Adam kernel).
+    sym_rtol: relative Frobenius asymmetry ``|K - K^T|_F / |K|_F`` accepted as
+      rounding when ``symmetrize`` is False.
+
+  Raises:
+    ValueError: ``k`` not square, empty, not finite, or asymmetric beyond
+      ``sym_rtol`` without ``symmetrize``.
+  """
+  return _symmetric_part(_as_square_f64(k, name), symmetrize, sym_rtol, name)[0]
 
 
 def relative_asymmetry(k: Any) -> float:
@@ -67,12 +97,12 @@ def relative_asymmetry(k: Any) -> float:
   return float(np.linalg.norm(k - k.T) / norm)
 
 
-def _symmetric_part(k: np.ndarray, symmetrize: bool,
-                    sym_rtol: float) -> tuple[np.ndarray, float]:
+def _symmetric_part(k: np.ndarray, symmetrize: bool, sym_rtol: float,
+                    name: str = "kernel") -> tuple[np.ndarray, float]:
   asym = relative_asymmetry(k)
   if not symmetrize and asym > sym_rtol:
     raise ValueError(
-        f"kernel is not symmetric: |K - K^T|_F / |K|_F = {asym:.3e} > "
+        f"{name} is not symmetric: |K - K^T|_F / |K|_F = {asym:.3e} > "
         f"{sym_rtol:.1e}; pass symmetrize=True to analyse the symmetric part "
         "(K + K^T)/2 (e.g. for the sign/Adam kernel J sign(J)^T)")
   return 0.5 * (k + k.T), asym
@@ -95,9 +125,7 @@ def eigvalsh(k: Any, symmetrize: bool = False,
     ValueError: ``k`` not square, not finite, or asymmetric beyond ``sym_rtol``
       while ``symmetrize`` is False.
   """
-  k = _as_square_f64(k)
-  k_sym, _ = _symmetric_part(k, symmetrize, sym_rtol)
-  return np.linalg.eigh(k_sym)[0]
+  return np.linalg.eigh(symmetric_kernel(k, "k", symmetrize, sym_rtol))[0]
 
 
 def _power_law_fit(eigs_desc: np.ndarray, floor: float,
@@ -152,21 +180,14 @@ def spectrum_stats_from_eigs(eigs: Any, rel_floor: float = 1e-12,
   n = int(eigs.shape[0])
   lam_min, lam_max = float(eigs[0]), float(eigs[-1])
   floor = rel_floor * lam_max
-  clamped = False
-  if lam_max <= 0.0:
-    warnings.warn(f"spectrum_stats: lambda_max = {lam_max:.3e} <= 0; the "
-                  "condition number is undefined (reported as None)")
-    kappa = None
-    clamped = True
-  elif lam_min <= floor:
+  kappa = condition_number(eigs)
+  below = lam_min <= floor
+  if below:
     warnings.warn(
         f"spectrum_stats: lambda_min = {lam_min:.3e} <= rel_floor * lambda_max"
-        f" = {floor:.3e}; clamping lambda_min to the floor for the condition "
-        f"number (reported kappa = {lam_max / floor:.3e} is a lower bound)")
-    kappa = lam_max / floor
-    clamped = True
-  else:
-    kappa = lam_max / lam_min
+        f" = {floor:.3e}: the kernel is singular at float precision; condition "
+        f"number {'inf (None)' if math.isinf(kappa) else f'{kappa:.3e}'} is "
+        "dominated by rounding")
   pos = eigs[eigs > 0.0]
   if pos.shape[0] > 0:
     p = pos / pos.sum()
@@ -179,8 +200,8 @@ def spectrum_stats_from_eigs(eigs: Any, rel_floor: float = 1e-12,
       "ridge": float(ridge),
       "lambda_min": lam_min,
       "lambda_max": lam_max,
-      "condition_number": None if kappa is None else float(kappa),
-      "lambda_min_clamped": bool(clamped),
+      "condition_number": float(kappa) if math.isfinite(kappa) else None,
+      "lambda_min_below_floor": bool(below),
       "rel_floor": float(rel_floor),
       "trace": float(eigs.sum()),
       "num_positive": int(pos.shape[0]),
@@ -197,8 +218,8 @@ def spectrum_stats(k: Any, rel_floor: float = 1e-12, ridge: float = 0.0,
 
   Args:
     k: (n, n) kernel. Symmetric unless ``symmetrize``.
-    rel_floor: lambda_min is clamped to ``rel_floor * lambda_max`` for the
-      condition number when at or below it (with a warning).
+    rel_floor: lambda_min at or below ``rel_floor * lambda_max`` is flagged
+      (``lambda_min_below_floor``, with a warning); kappa is not clamped.
     ridge: added to every eigenvalue (the spectrum the ridge solver sees).
     symmetrize: analyse ``(K + K^T)/2`` of an asymmetric kernel.
     decay_fraction: fraction of the (descending) spectrum used for the
@@ -207,7 +228,7 @@ def spectrum_stats(k: Any, rel_floor: float = 1e-12, ridge: float = 0.0,
 
   Returns:
     JSON-serializable dict with keys ``n, ridge, lambda_min, lambda_max,
-    condition_number, lambda_min_clamped, rel_floor, trace, num_positive,
+    condition_number, lambda_min_below_floor, rel_floor, trace, num_positive,
     effective_rank, participation_ratio, decay{alpha, r2, index_start,
     index_end, num_points, fraction}, symmetrized, relative_asymmetry``.
 

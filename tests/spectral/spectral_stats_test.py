@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ntkft.spectral import (eigvalsh, plot_spectrum, relative_asymmetry,
+from ntkft.spectral import (condition_number, eigvalsh, plot_spectrum, relative_asymmetry,
                             spectrum_stats, spectrum_stats_from_eigs)
 
 
@@ -34,7 +34,7 @@ def test_identity_stats():
   assert stats["lambda_min"] == pytest.approx(3.0)
   assert stats["lambda_max"] == pytest.approx(3.0)
   assert stats["condition_number"] == pytest.approx(1.0)
-  assert stats["lambda_min_clamped"] is False
+  assert stats["lambda_min_below_floor"] is False
   assert stats["trace"] == pytest.approx(3.0 * n)
   assert stats["effective_rank"] == pytest.approx(n)
   assert stats["participation_ratio"] == pytest.approx(n)
@@ -65,11 +65,11 @@ def test_diagonal_stats_hand_computed():
 
 def test_rank_one_effective_rank_one():
   v = np.arange(1.0, 6.0)
-  with pytest.warns(UserWarning, match="clamping"):
+  with pytest.warns(UserWarning, match="singular at float precision"):
     stats = spectrum_stats(np.outer(v, v), rel_floor=1e-8)
   assert stats["effective_rank"] == pytest.approx(1.0, abs=1e-6)
   assert stats["participation_ratio"] == pytest.approx(1.0, abs=1e-6)
-  assert stats["lambda_min_clamped"] is True
+  assert stats["lambda_min_below_floor"] is True
 
 
 @pytest.mark.parametrize("alpha", [1.0, 2.5])
@@ -94,14 +94,16 @@ def test_decay_fit_not_perfect_for_exponential_decay():
   assert decay["r2"] < 0.95
 
 
-def test_clamps_nonpositive_lambda_min_with_warning():
+def test_nonpositive_lambda_min_gives_infinite_kappa_with_warning():
   eigs = np.array([2.0, 1.0, 0.0, -1e-15])
   with pytest.warns(UserWarning, match="lambda_min") as record:
     stats = spectrum_stats(np.diag(eigs), rel_floor=1e-10)
   assert "2.000e-10" in str(record[0].message)  # names the floor
-  assert stats["lambda_min_clamped"] is True
+  assert stats["lambda_min_below_floor"] is True
   assert stats["lambda_min"] == pytest.approx(-1e-15)
-  assert stats["condition_number"] == pytest.approx(1e10)
+  # The one policy (spectral.condition_number): kappa = inf, JSON null.
+  assert stats["condition_number"] is None
+  assert condition_number(eigs) == math.inf == condition_number(np.diag([1.0, 0.0]).diagonal())
   # Positive eigenvalues only in the entropy: p = (2/3, 1/3).
   p = np.array([2.0, 1.0]) / 3.0
   assert stats["effective_rank"] == pytest.approx(
@@ -110,13 +112,14 @@ def test_clamps_nonpositive_lambda_min_with_warning():
   json.dumps(stats)
 
 
-def test_tiny_positive_lambda_min_below_floor_is_clamped():
-  with pytest.warns(UserWarning, match="clamping"):
+def test_tiny_positive_lambda_min_below_floor_is_flagged_not_clamped():
+  with pytest.warns(UserWarning, match="dominated by rounding"):
     stats = spectrum_stats(np.diag([1.0, 1e-14]))
-  assert stats["condition_number"] == pytest.approx(1e12)
+  assert stats["condition_number"] == pytest.approx(1e14)
+  assert stats["lambda_min_below_floor"] is True
   stats = _no_warnings(spectrum_stats, np.diag([1.0, 1e-6]))
   assert stats["condition_number"] == pytest.approx(1e6)
-  assert stats["lambda_min_clamped"] is False
+  assert stats["lambda_min_below_floor"] is False
 
 
 def test_asymmetric_kernel_requires_symmetrize():
