@@ -187,7 +187,7 @@ def spectrum_stats_from_eigs(eigs: Any, rel_floor: float = 1e-12,
         f"spectrum_stats: lambda_min = {lam_min:.3e} <= rel_floor * lambda_max"
         f" = {floor:.3e}: the kernel is singular at float precision; condition "
         f"number {'inf (None)' if math.isinf(kappa) else f'{kappa:.3e}'} is "
-        "dominated by rounding")
+        "dominated by rounding", stacklevel=2)
   pos = eigs[eigs > 0.0]
   if pos.shape[0] > 0:
     p = pos / pos.sum()

@@ -6,8 +6,14 @@ import warnings
 import numpy as np
 import pytest
 
-from ntkft.spectral import (condition_number, eigvalsh, plot_spectrum, relative_asymmetry,
-                            spectrum_stats, spectrum_stats_from_eigs)
+from ntkft.spectral import (
+  condition_number,
+  eigvalsh,
+  plot_spectrum,
+  relative_asymmetry,
+  spectrum_stats,
+  spectrum_stats_from_eigs,
+)
 
 
 def _no_warnings(fn, *args, **kwargs):
