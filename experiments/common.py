@@ -17,6 +17,7 @@ import math
 import pathlib
 import re
 import time
+import warnings
 from typing import Optional, Sequence
 
 import jax
@@ -24,7 +25,6 @@ import numpy as np
 import scipy.stats
 
 from ntkft import data, ntk_report, records, theta0_kernels
-
 
 # Axis label of kernel eigenvalues: the NTK is Σ_p ∂f/∂θ_p ∂f/∂θ_p, averaged
 # over the logits, so its unit is logit² per (unit of θ)².
@@ -160,13 +160,10 @@ def compilation_cache(path):
     cc.reset_cache()
 
 
-def _rank_pearson(rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
-  """Row-wise Pearson correlation of (B, n) rank arrays; nan for constant rows."""
-  rx = rx - rx.mean(axis=-1, keepdims=True)
-  ry = ry - ry.mean(axis=-1, keepdims=True)
-  den = np.sqrt(np.sum(rx * rx, axis=-1) * np.sum(ry * ry, axis=-1))
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return np.where(den > 0, np.sum(rx * ry, axis=-1) / np.where(den > 0, den, 1.0), np.nan)
+def _spearman_rows(x, y, axis=-1):
+  """Spearman's ρ of each resample (rows of x, y); nan for a constant row."""
+  return scipy.stats.pearsonr(scipy.stats.rankdata(x, axis=axis),
+                              scipy.stats.rankdata(y, axis=axis), axis=axis).statistic
 
 
 def spearman_ci(x, y, num_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
@@ -184,8 +181,7 @@ def spearman_ci(x, y, num_boot: int = 2000, seed: int = 0, level: float = 0.95) 
     the ``level`` interval, named for the default); nan where undefined (n < 3
     or a constant variable).
   """
-  x = np.array([np.nan if v is None else v for v in x], dtype=np.float64)
-  y = np.array([np.nan if v is None else v for v in y], dtype=np.float64)
+  x, y = as_floats(x), as_floats(y)
   if x.shape != y.shape or x.ndim != 1:
     raise ValueError(f"x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
   if not 0 < level < 1 or num_boot < 0:
@@ -197,16 +193,19 @@ def spearman_ci(x, y, num_boot: int = 2000, seed: int = 0, level: float = 0.95) 
          "num_boot_valid": 0}
   if n < 3:
     return out
-  rho = float(_rank_pearson(scipy.stats.rankdata(x)[None], scipy.stats.rankdata(y)[None])[0])
-  out["rho"] = rho
+  with warnings.catch_warnings():   # constant (re)samples: ρ = nan, left out below
+    warnings.simplefilter("ignore", scipy.stats.ConstantInputWarning)
+    warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
+    res = scipy.stats.spearmanr(x, y)
+    # Paired resamples of the n indices: rng.integers(0, n, (num_boot, n)).
+    boot = scipy.stats.bootstrap(
+        (x, y), _spearman_rows, paired=True, vectorized=True, n_resamples=num_boot,
+        method="percentile", rng=np.random.default_rng(seed)
+    ).bootstrap_distribution if num_boot else np.zeros(0)
+  out["rho"] = rho = float(res.statistic)
   if math.isfinite(rho):
-    # t approximation with n - 2 degrees of freedom (as scipy.stats.spearmanr).
-    t = rho * math.sqrt((n - 2) / max(1e-300, 1 - rho * rho))
-    out["p_value"] = float(2 * scipy.stats.t.sf(abs(t), n - 2)) if abs(rho) < 1 else 0.0
+    out["p_value"] = float(res.pvalue)
   if num_boot:
-    idx = np.random.default_rng(seed).integers(0, n, size=(num_boot, n))
-    boot = _rank_pearson(scipy.stats.rankdata(x[idx], axis=1),
-                         scipy.stats.rankdata(y[idx], axis=1))
     boot = boot[np.isfinite(boot)]
     out["num_boot_valid"] = int(boot.size)
     if boot.size:

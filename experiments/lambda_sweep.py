@@ -26,6 +26,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from experiments import common
 from ntkft import cli, data, diagnostics, peft, records, theta0
 from ntkft.ntk import blocks
 from ntkft.train import losses
@@ -112,7 +113,7 @@ def plot_gaps(rows: list[dict], path):
   for key, style in (("dist_nonlinear", "o-"), ("bound", "k:"), ("param_gap", "s-"),
                      ("f_gap_train", "^-"), ("f_gap_eval", "v-"),
                      ("remainder_est_train", "x--")):
-    vals = np.array([np.nan if r[key] is None else r[key] for r in rows], float)
+    vals = common.as_floats([r[key] for r in rows])
     vals[~np.isfinite(vals) | (vals <= 0)] = np.nan
     ax.plot(lams, vals, style, label=key)
   positive = lams[lams > 0]

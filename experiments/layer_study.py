@@ -24,7 +24,6 @@ run per (task, layer set, seed) in its own sub-workdir that a rerun skips once
 (Spearman's ρ, results.json, task lists) is in ``experiments.common``.
 """
 import json
-import math
 import pathlib
 import shutil
 from typing import Mapping, Sequence
@@ -33,11 +32,10 @@ import numpy as np
 
 from configs import glue_common
 from experiments import common
-from ntkft import data, theta0, theta0_kernels
+from ntkft import config_lib, data, records, spectral, theta0, theta0_kernels
 from ntkft.models import read_config, resolve_model_dir
 from ntkft.select import selection as selection_lib
-from ntkft.train import losses
-from ntkft.train import loop
+from ntkft.train import loop, losses
 
 HEAD = "head"
 PREDICTORS = ("kappa", "lambda_min", "lambda_max", "effective_rank", "alignment",
@@ -80,17 +78,6 @@ def check_layer_sets(layer_sets, num_layers: int) -> list[tuple[int, ...]]:
 # ------------------------------------------------------- fine-tuning runs
 
 
-def _set_fields(target, overrides, where: str):
-  for key, value in overrides.items():
-    if key not in target:
-      raise ValueError(f"finetune override {where}{key!r}: no such field in "
-                       "configs/glue_common.py")
-    if isinstance(value, Mapping):
-      _set_fields(target[key], value, f"{where}{key}.")
-    else:
-      target[key] = value
-
-
 def finetune_config(finetune, task: str, layers: Sequence[int], seed: int):
   """The ``configs/glue_common.py`` config of one run.
 
@@ -105,8 +92,9 @@ def finetune_config(finetune, task: str, layers: Sequence[int], seed: int):
     ValueError: an override names a field glue_common does not declare.
   """
   finetune = finetune.to_dict() if hasattr(finetune, "to_dict") else dict(finetune)
-  config = glue_common.get_config(f"task={task}", mode=finetune.get("mode", "nonlinear"))
-  _set_fields(config, finetune, "")
+  config = config_lib.with_overrides(
+      glue_common.get_config(f"task={task}", mode=finetune.get("mode", "nonlinear")),
+      finetune, "finetune")
   config.seed = int(seed)
   config.peft.layers = "(" + ",".join(str(i) for i in layers) + ",)"
   return config
@@ -122,9 +110,8 @@ def finetune(finetune_cfg, task: str, layers: Sequence[int], seed: int, workdir,
   the summary is written.
   """
   workdir = pathlib.Path(workdir)
-  done = workdir / "summary.json"
-  if done.exists():
-    summary = json.loads(done.read_text())
+  summary = records.finished_summary(workdir)
+  if summary is not None:
     summary["skipped"] = True
     return summary
   config = finetune_config(finetune_cfg, task, layers, seed)
@@ -240,13 +227,12 @@ def kernel_stats(kernel, targets=None, fx0=None) -> dict:
     positive eigenvalues, ``trace``, and ``alignment``
     tr(Rᵀ K R) / (‖K‖_F ‖R‖_F²) (``ntkft.select.selection``) when targets.
   """
-  kernel = np.asarray(kernel, np.float64)
-  eigs = np.linalg.eigvalsh(0.5 * (kernel + kernel.T))
+  eigs = np.linalg.eigvalsh(spectral.symmetric_kernel(kernel, "kernel", symmetrize=True))
   lam_min, lam_max = float(eigs[0]), float(eigs[-1])
   pos = eigs[eigs > 0]
   p = pos / pos.sum() if pos.size else pos
   out = {"lambda_min": lam_min, "lambda_max": lam_max,
-         "kappa": lam_max / lam_min if lam_min > 0 else math.inf,
+         "kappa": spectral.condition_number(eigs),
          "effective_rank": float(np.exp(-np.sum(p * np.log(p)))) if pos.size else 0.0,
          "trace": float(eigs.sum())}
   if targets is not None:

@@ -35,8 +35,6 @@ from experiments import common
 from ntkft import cli, spectral
 
 
-
-
 def resolve_blocks(entry: Any, names: Sequence[str], where: str) -> tuple[str, ...]:
   """Block names of one entry: an int layer index, a block name, or a tuple of them."""
   items = entry if isinstance(entry, (tuple, list)) else (entry,)

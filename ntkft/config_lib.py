@@ -3,7 +3,13 @@
 ``parse_arg("task=rte,runlocal", task="sst2", runlocal=False)`` returns a
 ConfigDict with every default, overridden by the string; bare words set booleans
 to True; values are cast to the type of their default.
+
+``with_overrides(config, {"optim.lr": 1e-4}, "sweep")`` is the one way code
+(sweeps, experiments) sets fields of a config it did not build: dotted keys,
+every key must exist.
 """
+from typing import Any, Mapping
+
 import ml_collections
 
 
@@ -30,3 +36,38 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     else:
       out[key] = type(default)(value) if default is not None else value
   return out
+
+
+def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict:
+  """``{"data": {"kshot": "512-13"}}`` -> ``{"data.kshot": "512-13"}``."""
+  out = {}
+  for key, value in overrides.items():
+    if isinstance(value, Mapping):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any],
+                   where: str) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with the overrides set (dotted keys, or nested dicts).
+
+  ``ConfigDict.update_from_flattened_dict`` on a locked copy, so a key the config
+  does not declare is an error, and values keep the fields' types.
+
+  Raises:
+    ValueError: ``"<where> override '<key>': no config field ..."``.
+  """
+  locked = config.is_locked
+  config = config.copy_and_resolve_references()
+  config.lock()
+  for key, value in flatten(overrides).items():
+    try:
+      config.update_from_flattened_dict({key: value})
+    except KeyError as e:
+      raise ValueError(f"{where} override {key!r}: no config field {key.split('.')[-1]!r} "
+                       f"({e.args[0]})") from None
+  if not locked:
+    config.unlock()
+  return config

@@ -9,7 +9,7 @@ import math
 import os
 import pathlib
 import platform
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -51,3 +51,14 @@ def machine_info() -> dict:
           "backend": jax.default_backend(), "device": device.device_kind,
           "device_count": jax.device_count(), "cpu_count": os.cpu_count(),
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def finished_summary(run_dir) -> Optional[dict]:
+  """The ``summary.json`` of a finished run in ``run_dir``, or None if it has none.
+
+  The one "skip this point if its summary exists" of sweeps and studies:
+  ``ntkft.train.loop.run`` writes ``summary.json`` last, so its presence
+  means the run finished.
+  """
+  path = pathlib.Path(run_dir) / "summary.json"
+  return json.loads(path.read_text()) if path.exists() else None

@@ -23,7 +23,7 @@ import re
 
 from absl import app, flags
 
-from ntkft import cli
+from ntkft import cli, config_lib, records
 
 
 def _define_flags() -> None:
@@ -76,17 +76,7 @@ def shard_points(num_points: int, shard: tuple[int, int]) -> list[int]:
 
 def apply_overrides(config, overrides: dict):
   """A copy of ``config`` with the dotted-key overrides set (unknown keys raise)."""
-  config = config.copy_and_resolve_references()
-  for key, value in overrides.items():
-    target, parts = config, key.split(".")
-    for part in parts[:-1]:
-      if part not in target:
-        raise ValueError(f"sweep override {key!r}: no config field {part!r}")
-      target = target[part]
-    if parts[-1] not in target:
-      raise ValueError(f"sweep override {key!r}: no config field {parts[-1]!r}")
-    target[parts[-1]] = value
-  return config
+  return config_lib.with_overrides(config, overrides, "sweep")
 
 
 def run_shard(config, points: list[dict], workdir, shard=(0, 1), run_fn=None) -> dict:
@@ -99,7 +89,7 @@ def run_shard(config, points: list[dict], workdir, shard=(0, 1), run_fn=None) ->
   for k in shard_points(len(points), shard):
     name = point_name(k, points[k])
     point_dir = workdir / name
-    if (point_dir / "summary.json").exists():
+    if records.finished_summary(point_dir) is not None:
       print(f"[sweep] {name}: done, skipped")
       status[name] = "skipped"
       continue
