@@ -36,7 +36,9 @@ def get_config(arg=None):
   c.solvers = ("ridge", "logistic", "svm", "asym_ls_svm")
   c.reg = dict(ridge=1e-3, logistic=1e-3, svm=1e-3, asym_ls_svm=1e-3)
   c.adam_eps = 0.0                  # ε of the smoothed sign (0: exact sign)
-  c.chunk_size = 64                 # examples per kernel chunk (0: no chunking)
+  # Examples per kernel chunk (0: all at once). A column chunk's Jacobians are
+  # recomputed for every row chunk, so big chunks save work (memory permitting).
+  c.chunk_size = 256
   c.length_buckets = (32, 64, 128)  # Jacobians of examples cut to these lengths
   c.progress = True
   if arg.runlocal:
