@@ -24,13 +24,17 @@ that process via ``resource.getrusage``, is its own):
   ``{n, lambda_max_rel_error, seconds}``.
 
 The machine is shared: the load average at the start and end is reported
-(``load_avg``); times are wall seconds of the kernel call (compilation
-included: each is a single cold call, as a user would make it).
+(``load_avg_*``); ``*_s``/``seconds`` are wall seconds of the kernel call
+(compilation included: each is a single cold call, as a user would make it);
+``*_cpu_s`` the CPU seconds (user + system) of the whole measuring process,
+model loading included: on an idle machine with c cores the wall time is at
+least cpu_s / c, so it tells what the load cost.
 """
 import argparse
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import tempfile
@@ -108,6 +112,8 @@ def measure(what, args, out_path):
     k = fn(x, None, trainable, frozen)
     out = {"num_params": peft.count(trainable)}
   out["seconds"] = time.perf_counter() - t0
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  out["cpu_s"] = usage.ru_utime + usage.ru_stime          # whole process, loading included
   out["peak_mb"] = common.peak_rss_mb()
   if k is not None:
     out["shape"] = list(k.shape)
@@ -135,24 +141,26 @@ def run(args) -> dict:
     if "lora_flat" in parts:
       r, _ = child("lora_flat", args, tmp)
       result.update({f"lora_flat_n{args.n_flat}_s": r["seconds"],
-                     f"lora_flat_n{args.n_flat}_peak_mb": r["peak_mb"]})
+                     f"lora_flat_n{args.n_flat}_peak_mb": r["peak_mb"],
+                     f"lora_flat_n{args.n_flat}_cpu_s": r["cpu_s"]})
     if "full" in parts:
       r, _ = child("full", args, tmp)
       result.update({f"full_n{args.n_full}_s": r["seconds"],
                      f"full_n{args.n_full}_peak_mb": r["peak_mb"],
+                     f"full_n{args.n_full}_cpu_s": r["cpu_s"],
                      "full_num_params": r["num_params"]})
     if "sketch" in parts:
       r, path = child("exact", args, tmp)
       exact = np.load(path)
       result["sketch_exact"] = {"n": args.n_sketch, "seconds": r["seconds"],
-                                "peak_mb": r["peak_mb"]}
+                                "cpu_s": r["cpu_s"], "peak_mb": r["peak_mb"]}
       rows = []
       for what in ["pntk"] + [f"count_sketch:{d}" for d in args.sketch_dims.split(",")]:
         r, path = child(what, args, tmp)
         method, _, dim = what.partition(":")
         errors = sketch.kernel_errors(np.load(path), exact)
         rows.append({"method": method, "dim": int(dim) if dim else None, **errors,
-                     "seconds": r["seconds"], "peak_mb": r["peak_mb"]})
+                     "seconds": r["seconds"], "cpu_s": r["cpu_s"], "peak_mb": r["peak_mb"]})
       result["sketch"] = rows
     if "operator" in parts:
       r, _ = child("operator", args, tmp)
@@ -161,7 +169,7 @@ def run(args) -> dict:
       lam = np.linalg.eigvalsh(np.load(path))[-1]
       result["operator_vs_dense"] = {
           "n": args.n_operator, "lambda_max_rel_error": abs(r["lambda_max"] - lam) / lam,
-          "seconds": r["seconds"], "lanczos_iters": args.lanczos_iters}
+          "seconds": r["seconds"], "cpu_s": r.get("cpu_s"), "lanczos_iters": args.lanczos_iters}
   result["load_avg_end"] = os.getloadavg()[0]
   return result
 

@@ -140,3 +140,24 @@ def test_cpu_kernel_unchanged_by_precision():
        for p in ("highest", "default")}
   np.testing.assert_allclose(k["highest"], k["default"], rtol=1e-6,
                              atol=1e-6 * np.abs(k["default"]).max())
+
+
+@pytest.mark.slow
+def test_full_parameter_tiny_bert_equals_dense():
+  """Every parameter of a 2-layer BERT (word table sparse, length-cut) vs dense float64."""
+  from ntkft.models import functional
+  from ntkft.models.bert import EncoderConfig, HeadConfig
+  config = EncoderConfig(vocab_size=VOCAB, hidden_size=8, num_layers=2, num_heads=2,
+                         intermediate_size=16, max_position_embeddings=LENGTH)
+  model = functional.init_model(config, HeadConfig(num_labels=2, pooling="cls"), seed=0)
+  rng = np.random.RandomState(0)
+  with jax.enable_x64(True):
+    # Random (not zero/one) values everywhere so that every block contributes.
+    params = jax.tree.map(lambda a: jnp.asarray(0.3 * rng.normal(size=a.shape)), model.params)
+    apply = lambda p, x: model.apply_fn(p, x)
+    x = _token_inputs(6, 2)
+    k = budgeted.budgeted_ntk_fn(apply, (), microbatch=3,
+                                 sparse_tables={"embeddings/word/embedding": "input_ids"},
+                                 length_buckets=(3,))(x, None, params)
+    ref = _dense_reference(apply, params, x, x)
+  np.testing.assert_allclose(k, ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max())
