@@ -40,7 +40,6 @@ import sys
 import tempfile
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -27,9 +27,10 @@ float64 numpy array, holding at most ``memory_budget_mb`` besides the output:
 Memory model used by the plan (bytes; ``a`` = itemsize, 4 for float32):
 ``(stores * c + 3 * microbatch) * O * P_g * a + 12 (c O)^2`` (two chunk stores,
 microbatch Jacobian transients, the chunk's kernel block in float32 and
-float64); Jacobian rows are held in the model's output dtype. Activations of the forward/backward pass of a microbatch are not
-modeled: keep ``microbatch`` small for long sequences; the benchmark
-(``benchmarks/ntk_scale.py``) measures the real peak.
+float64); Jacobian rows are held in the model's output dtype. Activations of
+the forward/backward pass of a microbatch are not modeled: keep ``microbatch``
+small for long sequences; the benchmark (``benchmarks/ntk_scale.py``) measures
+the real peak.
 
 ``precision`` (default ``"highest"``) is the matmul precision of every traced
 matmul, the model's and the contraction's (on GPUs JAX's default uses TF32

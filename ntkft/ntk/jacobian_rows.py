@@ -40,6 +40,7 @@ from ntkft import xla_workarounds
 from ntkft.ntk import lengths as lengths_lib
 from ntkft.ntk.precision import check_precision, matmul_precision
 
+
 def length_order(x, buckets: Optional[Sequence[int]], mask_key: str) -> np.ndarray:
   """Example order used for the rows: by length bucket (stable), or 0..n-1."""
   n = jax.tree.leaves(x)[0].shape[0]
@@ -162,7 +163,7 @@ class JacobianRows:
       idx = order[start:start + microbatch]
       count = len(idx)
       idx = np.concatenate([idx, np.repeat(idx[:1], microbatch - count)])
-      xb = jax.tree.map(lambda a: jnp.asarray(a)[idx], x)
+      xb = jax.tree.map(lambda a, idx=idx: jnp.asarray(a)[idx], x)
       if full is not None:
         longest = int(lengths[idx].max())
         length = min([b for b in self.buckets if b >= longest] + [full])

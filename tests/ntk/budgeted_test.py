@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from ntkft.ntk import budgeted
-from ntkft.ntk import jacobian_rows
-from ntkft.ntk import precision
+from ntkft.ntk import budgeted, jacobian_rows, precision
 from tests.ntk import tiny_models
 
 VOCAB, LENGTH, DIM = 13, 6, 4

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from ntkft import spectral
-from ntkft.ntk import budgeted
-from ntkft.ntk import operator
+from ntkft.ntk import budgeted, operator
 from tests.ntk import tiny_models
 
 

@@ -36,7 +36,8 @@ def test_precision_reaches_every_dot_general(implementation):
   for precision in ("highest", "default"):
     fn = ntk.empirical_ntk_fn(tiny_models.attention_apply, implementation=implementation,
                               precision=precision)
-    found[precision] = _dot_precisions(jax.make_jaxpr(lambda p: fn(x, None, p))(params).jaxpr)
+    found[precision] = _dot_precisions(
+        jax.make_jaxpr(lambda p, fn=fn: fn(x, None, p))(params).jaxpr)
   highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
   assert len(found["highest"]) > 10
   assert all(p == highest for p in found["highest"]), set(found["highest"])

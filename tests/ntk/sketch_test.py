@@ -4,8 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ntkft.ntk import budgeted
-from ntkft.ntk import sketch
+from ntkft.ntk import budgeted, sketch
 from tests.ntk import tiny_models
 
 
