@@ -73,6 +73,16 @@ from ntkft.ntk.layout import Axes
 from ntkft.typing import ApplyFn, Array, Params
 
 
+def _ntk_engine(apply_fn, block_of, trace_axes, diagonal_axes, implementation, batch_size,
+                memory_budget_bytes, on_chunk, length_buckets, mask_key, precision):
+  """The NTK engine of :func:`empirical_ntk_fn` (block_of None) / :func:`per_block_ntk_fn`."""
+  return engine_lib.make_engine(
+      apply_fn, block_of=block_of, trace_axes=trace_axes, diagonal_axes=diagonal_axes,
+      implementation=implementation, kind=contraction.NTK, eps=None, batch_size=batch_size,
+      memory_budget_bytes=memory_budget_bytes, on_chunk=on_chunk,
+      length_buckets=length_buckets, mask_key=mask_key, precision=precision)
+
+
 def empirical_ntk_fn(
     apply_fn: ApplyFn,
     trace_axes: Axes = (-1,),
@@ -126,12 +136,8 @@ def empirical_ntk_fn(
   Raises:
     ValueError: unknown implementation, malformed axes or sizes.
   """
-  engine = engine_lib.make_engine(
-      apply_fn, block_of=None, trace_axes=trace_axes,
-      diagonal_axes=diagonal_axes, implementation=implementation,
-      kind=contraction.NTK, eps=None, batch_size=batch_size,
-      memory_budget_bytes=memory_budget_bytes, on_chunk=on_chunk,
-      length_buckets=length_buckets, mask_key=mask_key, precision=precision)
+  engine = _ntk_engine(apply_fn, None, trace_axes, diagonal_axes, implementation, batch_size,
+                       memory_budget_bytes, on_chunk, length_buckets, mask_key, precision)
 
   def ntk_fn(x1, x2, params: Params, *extra) -> Array:
     return engine(x1, x2, params, *extra)[contraction.NTK]
@@ -181,12 +187,9 @@ def per_block_ntk_fn(
   """
   if isinstance(block_of, str):
     blocks_lib.block_of_fn(block_of)   # unknown mode -> error now
-  engine = engine_lib.make_engine(
-      apply_fn, block_of=block_of, trace_axes=trace_axes,
-      diagonal_axes=diagonal_axes, implementation=implementation,
-      kind=contraction.NTK, eps=None, batch_size=batch_size,
-      memory_budget_bytes=memory_budget_bytes, on_chunk=on_chunk,
-      length_buckets=length_buckets, mask_key=mask_key, precision=precision)
+  engine = _ntk_engine(apply_fn, block_of, trace_axes, diagonal_axes, implementation,
+                       batch_size, memory_budget_bytes, on_chunk, length_buckets, mask_key,
+                       precision)
 
   def block_ntk_fn(x1, x2, params: Params, *extra) -> dict[str, Array]:
     return engine(x1, x2, params, *extra)

@@ -1,5 +1,4 @@
 """Tests for the Adam (SignGD) kernel K = J(x1) sign(J(x2))^T (Malladi et al.)."""
-import importlib.util
 import pathlib
 
 import jax
@@ -8,12 +7,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from ntkft import ntk
+from tests.ntk import tiny_models
 
-HERE = pathlib.Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("ntk_tiny_models",
-                                               HERE / "tiny_models.py")
-tiny_models = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_models)
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 """Tests for per-block kernels (ntkft.ntk.per_block_ntk_fn) and block naming."""
-import importlib.util
 import pathlib
 
 import jax
@@ -9,12 +8,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from ntkft import ntk
+from tests.ntk import tiny_models
 
-HERE = pathlib.Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("ntk_tiny_models",
-                                               HERE / "tiny_models.py")
-tiny_models = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_models)
 
 IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
 

@@ -7,7 +7,6 @@ written out by hand with ``np.einsum`` (independently of the engine's einsum
 builder), with neural-tangents' normalized trace (divide by the traced size).
 """
 import functools
-import importlib.util
 import pathlib
 
 import jax
@@ -17,12 +16,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from ntkft import ntk
+from tests.ntk import tiny_models
 
-HERE = pathlib.Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("ntk_tiny_models",
-                                               HERE / "tiny_models.py")
-tiny_models = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_models)
 
 IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
 # (trace_axes, diagonal_axes) -> einsum of the full kernel F[n, s, m, t].

@@ -23,7 +23,6 @@ Checks, all in float64:
 """
 
 import functools
-import importlib.util
 import itertools
 import pathlib
 
@@ -31,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from tests.ntk import tiny_models
 
 HERE = pathlib.Path(__file__).resolve().parent
 FIXTURE = HERE.parent / "fixtures" / "nt" / "nt_reference.npz"
@@ -53,16 +54,6 @@ X2_CASES = ("none", "given")
 RTOL = 1e-10
 
 
-def _load_tiny_models():
-  spec = importlib.util.spec_from_file_location(
-      "ntk_tiny_models", HERE / "tiny_models.py"
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-tiny_models = _load_tiny_models()
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +206,20 @@ def test_fixture_matches_direct_jacobian(ref, x64, model, axes_name, x2_case):
     _assert_close_to_reference(direct, ref[key], f"direct vs {key}")
 
 
+def _ntkft_kernel(ref, model, impl, axes_name, x2_case, batch_size=None):
+  """ntkft's kernel of a fixture case (its inputs and params from the fixture)."""
+  # Imported here, not at module level, so that a missing ntkft.ntk fails
+  # these tests (never skips them) while the fixture checks above still run.
+  from ntkft.ntk import empirical_ntk_fn  # pylint: disable=g-import-not-at-top
+
+  trace_axes, diagonal_axes = AXES[axes_name]
+  params, x1, x2 = _case(ref, model, x2_case)
+  ntk_fn = empirical_ntk_fn(getattr(tiny_models, MODELS[model][1]), trace_axes=trace_axes,
+                            diagonal_axes=diagonal_axes,
+                            implementation=IMPLEMENTATIONS[impl], batch_size=batch_size)
+  return ntk_fn(x1, x2, params)
+
+
 @pytest.mark.parametrize("x2_case", X2_CASES)
 @pytest.mark.parametrize("axes_name", list(AXES))
 @pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
@@ -222,20 +227,8 @@ def test_fixture_matches_direct_jacobian(ref, x64, model, axes_name, x2_case):
 def test_ntkft_matches_neural_tangents(
     ref, x64, model, impl, axes_name, x2_case
 ):
-  # Imported here, not at module level, so that a missing ntkft.ntk fails
-  # these tests (never skips them) while the fixture checks above still run.
-  from ntkft.ntk import empirical_ntk_fn  # pylint: disable=g-import-not-at-top
-
-  trace_axes, diagonal_axes = AXES[axes_name]
-  params, x1, x2 = _case(ref, model, x2_case)
-  ntk_fn = empirical_ntk_fn(
-      getattr(tiny_models, MODELS[model][1]),
-      trace_axes=trace_axes,
-      diagonal_axes=diagonal_axes,
-      implementation=IMPLEMENTATIONS[impl],
-  )
   # ntk_fn jits its own pieces and assembles chunks on the host; call it as is.
-  kernel = ntk_fn(x1, x2, params)
+  kernel = _ntkft_kernel(ref, model, impl, axes_name, x2_case)
   key = f"{model}/{impl}/{axes_name}/x2={x2_case}"
   _assert_close_to_reference(kernel, ref[key], f"ntkft {key}")
 
@@ -248,19 +241,9 @@ def test_ntkft_chunked_matches_neural_tangents(ref, x64, model, impl):
   exercising block assembly and, for x2=None, the mirrored (transposed)
   blocks. Only the full (N1, N2, O, O) layout, where a wrong transpose of the
   output axes would show; the other layouts are covered unchunked above."""
-  from ntkft.ntk import empirical_ntk_fn  # pylint: disable=g-import-not-at-top
-
   for axes_name, x2_case in itertools.product(["trace=/diag="], X2_CASES):
-    trace_axes, diagonal_axes = AXES[axes_name]
-    params, x1, x2 = _case(ref, model, x2_case)
-    ntk_fn = empirical_ntk_fn(
-        getattr(tiny_models, MODELS[model][1]),
-        trace_axes=trace_axes,
-        diagonal_axes=diagonal_axes,
-        implementation=IMPLEMENTATIONS[impl],
-        batch_size=2,
-    )
     key = f"{model}/{impl}/{axes_name}/x2={x2_case}"
     _assert_close_to_reference(
-        ntk_fn(x1, x2, params), ref[key], f"ntkft batch_size=2 {key}"
+        _ntkft_kernel(ref, model, impl, axes_name, x2_case, batch_size=2),
+        ref[key], f"ntkft batch_size=2 {key}"
     )
