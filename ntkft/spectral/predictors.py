@@ -16,12 +16,14 @@ Per kernel: ``kappa``, ``lambda_min``, ``lambda_max``, ``effective_rank``
 ``alignment`` = ⟨K, yyᵀ⟩_F / (‖K‖_F ‖y‖²) (``ntkft.select.kernel_target_alignment``)
 with y the class-centred one-hot targets (flat: vec(Y); traced: Y).
 """
+import math
 import warnings
 
 import numpy as np
 
 from ntkft.select import kernel_target_alignment
-from ntkft.spectral.stats import spectrum_stats
+from ntkft.spectral.stats import condition_number, spectrum_stats
+from ntkft.train import losses
 
 KINDS = ("plain", "sign")
 LAYOUTS = ("flat", "traced")
@@ -51,7 +53,7 @@ def traced(k: np.ndarray) -> np.ndarray:
 
 def centred_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
   """(N,) class ids -> (N, C) one-hot minus its column means."""
-  y = np.eye(num_classes)[np.asarray(labels, int)]
+  y = losses.targets(np.asarray(labels, int), num_classes, False, np.float64)
   return y - y.mean(0, keepdims=True)
 
 
@@ -62,10 +64,15 @@ def predictors(k: np.ndarray, y: np.ndarray, symmetrize: bool,
     warnings.simplefilter("ignore")
     s = spectrum_stats(k, rel_floor=rel_floor, symmetrize=symmetrize)
   sym = 0.5 * (k + k.T) if symmetrize else k
-  return {"kappa": s["condition_number"], "lambda_min": s["lambda_min"],
+  # The preregistered predictor (docs/preregistration.md): κ with λmin clamped
+  # at rel_floor·λmax, so a singular or indefinite kernel ranks as the most
+  # ill-conditioned (1/rel_floor) instead of inf (JSON null, dropped from ranks).
+  floor = rel_floor * s["lambda_max"]
+  kappa = condition_number([max(s["lambda_min"], floor), s["lambda_max"]])
+  return {"kappa": kappa if math.isfinite(kappa) else None, "lambda_min": s["lambda_min"],
           "lambda_max": s["lambda_max"], "effective_rank": s["effective_rank"],
           "alignment": kernel_target_alignment(sym, y),
-          "lambda_min_clamped": bool(s.get("lambda_min_clamped", False))}
+          "lambda_min_clamped": bool(s["lambda_min_below_floor"])}
 
 
 def layer_set_predictors(blocks: dict, labels: np.ndarray) -> dict:
