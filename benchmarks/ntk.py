@@ -30,7 +30,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -53,8 +52,7 @@ def setup(n, seq_len):
   examples = data.subsample(data.load_examples("sst2", "train", data.task_data_dir("sst2")),
                             n, seed=0)
   encoded = data.encode(data.load_tokenizer(model.source), examples, seq_len)
-  batch = data.make_batch(encoded, jnp.arange(n), n, None, seq_len)
-  x = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+  x = data.one_padded_batch(encoded, seq_len)
 
   def apply(p, x, frozen):
     return model.apply_fn(peft.combine(p, frozen), x)

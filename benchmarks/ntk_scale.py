@@ -40,7 +40,6 @@ import sys
 import tempfile
 import time
 
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -58,8 +57,7 @@ def inputs(model, n, seq_len):
   examples = data.subsample(data.load_examples("sst2", "train", data.task_data_dir("sst2")),
                             n, seed=0)
   encoded = data.encode(data.load_tokenizer(model.source), examples, seq_len)
-  batch = data.make_batch(encoded, jnp.arange(n), n, None, seq_len)
-  return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+  return data.one_padded_batch(encoded, seq_len)
 
 
 def lora_setup(n, seq_len):

@@ -48,13 +48,6 @@ def load_split_pair(config, task, tokenizer):
   return sets
 
 
-def _inputs(encoded, max_len):
-  """All examples of ``encoded`` as one padded batch of model inputs."""
-  n = len(encoded.labels)
-  batch = data.make_batch(encoded, np.arange(n), n, None, max_len)
-  return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-
-
 def kernels(subset, kind, x_train, x_eval, options):
   """{"train_train", "eval_train"[, "train_eval"]} float64 kernels of one kind."""
   fn = subset.ntk_fn(kind, **options)
@@ -109,7 +102,7 @@ def run(config, workdir: str) -> dict:
   start = theta0.build_theta0(config)
   model, subset = start.model, start.subset
   train, evals = load_split_pair(config, task, data.load_tokenizer(model.source))
-  x_train, x_eval = _inputs(train, config.data.max_len), _inputs(evals, config.data.max_len)
+  x_train, x_eval = (data.one_padded_batch(e, config.data.max_len) for e in (train, evals))
   print(f"task {task.name}: {len(train.labels)} {config.data.train_split} / "
         f"{len(evals.labels)} {config.data.eval_split} examples"
         + (f" (k-shot split {config.data.kshot})" if config.data.kshot else "")

@@ -28,6 +28,7 @@ from ntkft.data.batching import steps_per_epoch
 from ntkft.data.batching import train_batches
 from ntkft.data.fixed_sample import FixedSample
 from ntkft.data.fixed_sample import fixed_sample
+from ntkft.data.fixed_sample import one_padded_batch
 from ntkft.data.readers import DataFormatError
 from ntkft.data.readers import Examples
 from ntkft.data.readers import kshot_dir

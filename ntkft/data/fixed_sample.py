@@ -11,9 +11,6 @@ import numpy as np
 from ntkft.data.readers import Examples
 from ntkft.data.tokenization import Encoded, Tokenizer, encode
 
-INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-
-
 @dataclasses.dataclass(frozen=True)
 class FixedSample:
   """n tokenized examples and where they came from.
@@ -39,29 +36,39 @@ class FixedSample:
     return int(self.encoded.lengths.max())
 
   def inputs(self, length: int | None = None) -> dict[str, np.ndarray]:
-    """The model inputs of all n examples as one batch.
+    """The model inputs of all n examples as one batch (:func:`one_padded_batch`),
+    row i the example at ``index[i]``."""
+    return one_padded_batch(self.encoded, length)
 
-    Args:
-      length: padded length T >= :attr:`longest` (None: the longest).
 
-    Returns:
-      {``input_ids``, ``attention_mask``, ``token_type_ids``}: (n, T) int32,
-      row i the example at ``index[i]``, padded with the pad id (mask 0).
-    """
-    length = self.longest if length is None else int(length)
-    if length < self.longest:
-      raise ValueError(f"padded length {length} is shorter than the longest example "
-                       f"({self.longest} tokens)")
-    n = len(self.encoded)
-    out = {"input_ids": np.full((n, length), self.encoded.pad_id, np.int32),
-           "attention_mask": np.zeros((n, length), np.int32),
-           "token_type_ids": np.zeros((n, length), np.int32)}
-    for row, (ids, types) in enumerate(zip(self.encoded.input_ids,
-                                           self.encoded.token_type_ids)):
-      out["input_ids"][row, :len(ids)] = ids
-      out["token_type_ids"][row, :len(ids)] = types
-      out["attention_mask"][row, :len(ids)] = 1
-    return out
+def one_padded_batch(encoded: Encoded, length: int | None = None) -> dict[str, np.ndarray]:
+  """The model inputs of all N examples of ``encoded`` as one batch.
+
+  Args:
+    encoded: N tokenized examples.
+    length: padded length T >= the longest example (None: the longest).
+
+  Returns:
+    {``input_ids``, ``attention_mask``, ``token_type_ids``}: (N, T) int32, row i
+    example i, padded with the pad id (mask 0).
+
+  Raises:
+    ValueError: ``length`` shorter than the longest example.
+  """
+  longest = int(encoded.lengths.max())
+  length = longest if length is None else int(length)
+  if length < longest:
+    raise ValueError(f"padded length {length} is shorter than the longest example "
+                     f"({longest} tokens)")
+  n = len(encoded)
+  out = {"input_ids": np.full((n, length), encoded.pad_id, np.int32),
+         "attention_mask": np.zeros((n, length), np.int32),
+         "token_type_ids": np.zeros((n, length), np.int32)}
+  for row, (ids, types) in enumerate(zip(encoded.input_ids, encoded.token_type_ids)):
+    out["input_ids"][row, :len(ids)] = ids
+    out["token_type_ids"][row, :len(ids)] = types
+    out["attention_mask"][row, :len(ids)] = 1
+  return out
 
 
 def fixed_sample(examples: Examples, n: int, seed, tokenizer: Tokenizer,
