@@ -70,8 +70,9 @@ def operator_spectrum(config, apply, trainable, frozen, x) -> dict:
   matvec, n = ntk.ntk_vp_fn(apply, chunk=config.chunk_size or 64)(x, trainable, frozen)
   iters = min(n, int(config.get("lanczos_iters", 0)) or n)
   top, bottom = spectral.lanczos_eigs(matvec, n, k=1, num_iters=iters)
+  kappa = spectral.condition_number([bottom[0], top[0]])   # inf (λmin <= 0) -> null
   return {"lambda_max": float(top[0]), "lambda_min": float(bottom[0]),
-          "condition_number": float(top[0] / bottom[0]) if bottom[0] > 0 else None,
+          "condition_number": kappa if np.isfinite(kappa) else None,
           "lanczos_iters": iters}
 
 
