@@ -9,6 +9,8 @@
 each (N, N, C, C) float64 (``ntkft.ntk`` with ``trace_axes=()``), at the given
 θ0 (pass the ``trainable``/``frozen`` of ``ntkft.theta0.build_theta0``). The
 predictors of ``ntkft.spectral.predictors`` are computed from these.
+``block_kernels`` does the same for any partition of the trainable leaves
+(e.g. per layer, for layer selection: both kinds add over blocks).
 """
 from typing import Callable
 
@@ -39,23 +41,31 @@ def split_head(trainable: Params) -> dict[str, Params]:
   return parts
 
 
-def head_lora_kernels(apply: Callable, trainable: Params, frozen: Params, x,
-                      chunk_size: int = 0) -> dict:
-  """The four (N, N, C, C) kernels of the module docstring.
+def block_kernels(apply: Callable, trainable: Params, frozen: Params, x, block_of: Callable,
+                  chunk_size: int = 0) -> dict:
+  """{(kind, block): (N, N, C, C)} plain and sign kernels of every block of ``trainable``.
 
   Args:
     apply: ``apply(trainable, x, frozen) -> (N, C)``, dropout off.
     trainable, frozen: θ0 split as in ``peft.partition``.
     x: the N examples as one padded batch (dict of arrays).
+    block_of: leaf path ('/'-joined) -> block name.
     chunk_size: examples per kernel chunk (0: one chunk).
   """
   options = dict(trace_axes=(), batch_size=chunk_size or None)
-  plain = ntk.per_block_ntk_fn(apply, _part_of, **options)(x, None, trainable, frozen)
-  out = {("plain", p): np.asarray(plain[p], np.float64) for p in PARTS}
-  parts = split_head(trainable)
-  for p in PARTS:
-    other = parts["head" if p == "lora" else "lora"]
-    rest = peft.combine(other, frozen)
-    sign = ntk.adam_ntk_fn(apply, **options)(x, None, parts[p], rest)
-    out[("sign", p)] = np.asarray(sign, np.float64)
+  plain = ntk.per_block_ntk_fn(apply, block_of, **options)(x, None, trainable, frozen)
+  out = {("plain", b): np.asarray(k, np.float64) for b, k in plain.items()}
+  flat = flatten(trainable)
+  for b in plain:
+    mine = unflatten({k: v for k, v in flat.items() if block_of(k) == b})
+    rest = peft.combine(unflatten({k: v for k, v in flat.items() if block_of(k) != b}), frozen)
+    out[("sign", b)] = np.asarray(ntk.adam_ntk_fn(apply, **options)(x, None, mine, rest),
+                                  np.float64)
   return out
+
+
+def head_lora_kernels(apply: Callable, trainable: Params, frozen: Params, x,
+                      chunk_size: int = 0) -> dict:
+  """The four (N, N, C, C) kernels of the module docstring (blocks "lora", "head")."""
+  split_head(trainable)  # both parts must exist
+  return block_kernels(apply, trainable, frozen, x, _part_of, chunk_size)

@@ -72,8 +72,9 @@ def data_dir_for(task, root, kshot: str):
   return data.kshot_dir(root or data.default_data_root(), task, *parsed)
 
 
-def _load_data(config, task, tokenizer):
-  """Encoded (train, eval split, mismatched eval split or None: MNLI's second dev set)."""
+def load_data(config, task, tokenizer):
+  """Encoded (train, eval split, mismatched eval split or None: MNLI's second dev set)
+  exactly as a run of ``config`` sees them (subsamples drawn with ``config.seed``)."""
   d = config.data
   data_dir = data_dir_for(task, d.root, d.kshot)
   train = data.load_examples(task, d.train_split, data_dir)
@@ -147,7 +148,7 @@ def run(config, workdir: str) -> dict:
 
   # Data.
   tokenizer = data.load_tokenizer(model.source)
-  train_enc, dev_enc, mismatched_enc = _load_data(config, task, tokenizer)
+  train_enc, dev_enc, mismatched_enc = load_data(config, task, tokenizer)
   d = config.data
   stream = data.TrainStream(train_enc, d.batch_size, d.buckets, d.max_len, config.seed)
   dev_batches = data.eval_batches(dev_enc, d.eval_batch_size, d.buckets, d.max_len)
