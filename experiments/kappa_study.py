@@ -31,7 +31,7 @@ import numpy as np
 
 from configs import glue_common
 from experiments import kappa_analysis
-from ntkft import cli, data, peft, records
+from ntkft import cli, config_lib, data, peft, records
 from ntkft.layer_set_kernels import head_lora_kernels
 from ntkft.spectral import predictors as predictors_lib
 from ntkft.theta0 import build_theta0
@@ -77,22 +77,12 @@ def points(config) -> list[dict]:
   return out
 
 
-def _set_fields(target, overrides, where: str) -> None:
-  """Nested overrides onto a glue_common ConfigDict; unknown fields are errors."""
-  for key, value in overrides.items():
-    if key not in target:
-      raise ValueError(f"kappa_study: {where}{key} is not a field of configs/glue_common.py")
-    if hasattr(value, "items") and hasattr(target[key], "items"):
-      _set_fields(target[key], value, f"{where}{key}.")
-    else:
-      target[key] = value
-
-
 def run_config(config, task, layers, seed, regime="b", lam=0.0, mode="nonlinear", lr=None):
   """The configs/glue_common.py config of one run (also the θ0 of its kernel point)."""
   c = glue_common.get_config(f"task={task}", mode=mode)
-  _set_fields(c, config.finetune.to_dict(), "finetune.")
-  _set_fields(c, config.regimes_def[regime].to_dict(), f"regimes_def.{regime}.")
+  c = config_lib.with_overrides(c, config.finetune.to_dict(), "kappa_study finetune")
+  c = config_lib.with_overrides(c, config.regimes_def[regime].to_dict(),
+                                f"kappa_study regimes_def.{regime}")
   c.seed = int(seed)
   c.lam = float(lam)
   c.peft.layers = "(" + ",".join(str(i) for i in layers) + ",)"
