@@ -26,7 +26,8 @@ import common  # noqa: E402
 
 from ntkft import data, peft  # noqa: E402
 from ntkft.models import HeadConfig, load_pretrained  # noqa: E402
-from ntkft.train import losses, optim, prefix_cache, step as step_lib  # noqa: E402
+from ntkft.train import losses, optim, prefix_cache  # noqa: E402
+from ntkft.train import step as step_lib
 from ntkft.train.state import TrainState  # noqa: E402
 
 

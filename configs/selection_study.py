@@ -2,7 +2,8 @@
 
   python -m experiments.selection_study --config=configs/selection_study.py --workdir=W \
       --config.kappa_results=docs/results/kappa_study/results.json
-  python -m experiments.selection_study --config=configs/selection_study.py:runlocal --workdir=/tmp/s
+  python -m experiments.selection_study --config=configs/selection_study.py:runlocal \
+      --workdir=/tmp/s
 
 The criterion comes from the kappa study's SST-2 runs (``kappa_results``; the
 held-out task) by the pre-registered rule; without ``kappa_results`` the

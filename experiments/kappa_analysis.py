@@ -78,10 +78,11 @@ def _estimator(h, cells, stars, partial):
   def estimate(keys):
     per_task = []
     for task, ks in keys.items():
-      cell = lambda lam: cells[(task, h["regime"], lam, "nonlinear")]
-      rho = _rho(cell(stars[task]), ks, h["kernel"], "kappa", h["outcome"], partial)
+      rho = _rho(cells[(task, h["regime"], stars[task], "nonlinear")], ks, h["kernel"],
+                 "kappa", h["outcome"], partial)
       if h["lam"] == "star-0":
-        rho -= _rho(cell(0.0), ks, h["kernel"], "kappa", h["outcome"], partial)
+        rho -= _rho(cells[(task, h["regime"], 0.0, "nonlinear")], ks, h["kernel"], "kappa",
+                    h["outcome"], partial)
       per_task.append(rho)
     return float(np.nanmean(per_task)) if np.isfinite(per_task).any() else float("nan")
 
@@ -133,9 +134,11 @@ def verdicts(config, cells, complete: bool) -> list[dict]:
   out, boots = [], {}
   for h in HYPOTHESES:
     stars = {t: lam_star(cells, t, h["regime"]) for t in tasks}
-    tested = lambda t: [stars[t]] + ([0.0] if h["lam"] == "star-0" else [])
-    keys = {t: sorted(set.intersection(*[set(cells[(t, h["regime"], lam, "nonlinear")])
-                                         for lam in tested(t)])) for t in tasks}
+    keys = {}
+    for t in tasks:
+      tested = [stars[t]] + ([0.0] if h["lam"] == "star-0" else [])
+      keys[t] = sorted(set.intersection(*[set(cells[(t, h["regime"], lam, "nonlinear")])
+                                          for lam in tested]))
     stats = {}
     for partial in (False, True):
       fn = _estimator(h, cells, stars, partial)

@@ -26,11 +26,10 @@ import pathlib
 import shutil
 import time
 
-import jax
 import numpy as np
 
 from configs import glue_common
-from experiments import kappa_analysis
+from experiments import common, kappa_analysis
 from ntkft import cli, config_lib, data, peft, records
 from ntkft.layer_set_kernels import head_lora_kernels
 from ntkft.spectral import predictors as predictors_lib
@@ -210,23 +209,22 @@ def run(config, workdir: str) -> dict:
   t0 = time.time()
   workdir = pathlib.Path(workdir)
   (workdir / "points").mkdir(parents=True, exist_ok=True)
-  if config.xla_cache:
-    jax.config.update("jax_compilation_cache_dir", str(workdir / "xla_cache"))
   plan = points(config)
-  for i, point in enumerate(plan):
-    path = workdir / "points" / f"{point['id']}.json"
-    if path.exists():
-      continue
-    print(f"[{i + 1}/{len(plan)}] {point['id']}", flush=True)
-    if point["kind"] == "kernel":
-      out = kernel_point(config, point)
-    else:
-      kid = kernel_id(point["task"], point["layers"], point["seed"])
-      kernel = json.loads((workdir / "points" / f"{kid}.json").read_text())
-      out = run_point(config, point, workdir, kernel)
-    write_json(path, out)
-    if point["kind"] == "run":
-      write_json(workdir / "results.json", collect(config, workdir, time.time() - t0))
+  with common.compilation_cache(workdir / "xla_cache" if config.xla_cache else None):
+    for i, point in enumerate(plan):
+      path = workdir / "points" / f"{point['id']}.json"
+      if path.exists():
+        continue
+      print(f"[{i + 1}/{len(plan)}] {point['id']}", flush=True)
+      if point["kind"] == "kernel":
+        out = kernel_point(config, point)
+      else:
+        kid = kernel_id(point["task"], point["layers"], point["seed"])
+        kernel = json.loads((workdir / "points" / f"{kid}.json").read_text())
+        out = run_point(config, point, workdir, kernel)
+      write_json(path, out)
+      if point["kind"] == "run":
+        write_json(workdir / "results.json", collect(config, workdir, time.time() - t0))
   results = collect(config, workdir, time.time() - t0)
   write_json(workdir / "results.json", results)
   for v in results["verdicts"]:

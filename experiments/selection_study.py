@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from experiments import kappa_analysis, kappa_study
-from ntkft import cli, peft, records
+from experiments import common, kappa_analysis, kappa_study
+from ntkft import cli, records
 from ntkft.evals import cluster_stats as cs
 from ntkft.layer_set_kernels import block_kernels
 from ntkft.spectral import predictors as predictors_lib
@@ -80,6 +80,11 @@ def kernel_point(config, task, seed) -> dict:
   return {"n_kernel": len(labels), "pairs": pairs, "seconds": time.time() - t0}
 
 
+def _pair_kernel(kernel: dict, pair) -> dict:
+  """A pair's entry of a kernel point, shaped like a kappa-study kernel point."""
+  return {"predictors": kernel["pairs"][kappa_study._label(pair)], "n_kernel": kernel["n_kernel"]}
+
+
 def arms_of(config, criterion, kernel, seed) -> dict:
   """{arm: [pair, ...]}: the selector's pair, the baselines, the random pairs."""
   sign = 1 if criterion["direction"] == "max" else -1
@@ -99,30 +104,30 @@ def run(config, workdir: str) -> dict:
   criterion = choose_criterion(config)
   print(f"criterion: {criterion}")
   arms = []
-  for seed in config.seeds:
-    for task in config.tasks:
-      kpath = workdir / "points" / f"kernels_{task}_s{seed}.json"
-      if not kpath.exists():
-        kappa_study.write_json(kpath, kernel_point(config, task, seed))
-      kernel = json.loads(kpath.read_text())
-      pair_kernel = lambda pair: {"predictors": kernel["pairs"][kappa_study._label(pair)],
-                                  "n_kernel": kernel["n_kernel"]}
-      for arm, pairs in arms_of(config, criterion, kernel, seed).items():
-        outs = []
-        for pair in pairs:
-          pid = kappa_study.run_id(task, pair, seed, criterion["regime"], criterion["lam"],
-                                   "nonlinear")
-          path = workdir / "points" / f"{pid}.json"
-          if not path.exists():
-            print(f"{task} seed {seed} {arm}: {pid}", flush=True)
-            point = dict(id=pid, task=task, layers=pair, seed=seed, mode="nonlinear",
-                         regime=criterion["regime"], lam=float(criterion["lam"]))
-            kappa_study.write_json(path, kappa_study.run_point(config, point, workdir,
-                                                               pair_kernel(pair)))
-          outs.append(json.loads(path.read_text()))
-        arms.append({"task": task, "seed": seed, "arm": arm, "layers": [list(p) for p in pairs],
-                     "dev_metric": float(np.mean([o["dev_metric"] for o in outs])),
-                     "train_loss": float(np.mean([o["train_loss"] for o in outs]))})
+  with common.compilation_cache(workdir / "xla_cache" if config.xla_cache else None):
+    for seed in config.seeds:
+      for task in config.tasks:
+        kpath = workdir / "points" / f"kernels_{task}_s{seed}.json"
+        if not kpath.exists():
+          kappa_study.write_json(kpath, kernel_point(config, task, seed))
+        kernel = json.loads(kpath.read_text())
+        for arm, pairs in arms_of(config, criterion, kernel, seed).items():
+          outs = []
+          for pair in pairs:
+            pid = kappa_study.run_id(task, pair, seed, criterion["regime"], criterion["lam"],
+                                     "nonlinear")
+            path = workdir / "points" / f"{pid}.json"
+            if not path.exists():
+              print(f"{task} seed {seed} {arm}: {pid}", flush=True)
+              point = dict(id=pid, task=task, layers=pair, seed=seed, mode="nonlinear",
+                           regime=criterion["regime"], lam=float(criterion["lam"]))
+              kappa_study.write_json(path, kappa_study.run_point(config, point, workdir,
+                                                                 _pair_kernel(kernel, pair)))
+            outs.append(json.loads(path.read_text()))
+          arms.append({"task": task, "seed": seed, "arm": arm,
+                       "layers": [list(p) for p in pairs],
+                       "dev_metric": float(np.mean([o["dev_metric"] for o in outs])),
+                       "train_loss": float(np.mean([o["train_loss"] for o in outs]))})
   results = {"experiment": "selection_study", "preregistration": "docs/preregistration.md",
              **records.provenance(config), "criterion": criterion, "arms": arms,
              "comparisons": compare(config, arms), "wall_seconds": time.time() - t0}

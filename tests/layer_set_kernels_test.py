@@ -6,7 +6,7 @@ import pytest
 
 from ntkft import data, peft
 from ntkft.layer_set_kernels import head_lora_kernels, split_head
-from ntkft.models import EncoderConfig, HeadConfig, flatten, init_model
+from ntkft.models import EncoderConfig, HeadConfig, init_model
 from ntkft.spectral import predictors as pred
 
 

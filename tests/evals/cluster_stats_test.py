@@ -1,7 +1,6 @@
 """Rank correlations, two-way cluster bootstrap and Holm: known cases."""
 import numpy as np
 import pytest
-from scipy import stats
 
 from ntkft.evals import cluster_stats as cs
 

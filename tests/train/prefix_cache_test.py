@@ -1,12 +1,12 @@
 """The frozen-prefix cache: outputs and gradients equal the full model's."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ntkft import data, peft
 from ntkft.models import EncoderConfig, HeadConfig, functional, init_model
-from ntkft.train import losses, prefix_cache, step as step_lib
+from ntkft.train import losses, prefix_cache
+from ntkft.train import step as step_lib
 
 NUM_LAYERS = 4
 MAX_LEN = 12
