@@ -168,62 +168,24 @@ def test_small_valid_pair_file(tmp_path):
   assert examples.labels.tolist() == [0, 1]
 
 
-def test_wrong_column_count_names_file_and_line(tmp_path):
-  path = _write(
-      tmp_path,
-      "RTE",
-      "train.tsv",
-      "index\tsentence1\tsentence2\tlabel\n0\tA\tB\tentailment\n"
-      "1\tA\tB\textra\tentailment\n",
-  )
-  with pytest.raises(
-      DataFormatError, match=rf"{re.escape(str(path))}:3: expected 4 .*got 5"
-  ):
-    readers.load_examples("rte", "train", tmp_path)
+_STSB_HEADER = "\t".join(["index", "genre", "filename", "year", "old_index", "source1", "source2",
+                          "sentence1", "sentence2", "score"])
+_STSB_ROW = "0\tg\tf\ty\t0\tn\tn\tA.\tB.\t"
 
 
-def test_unknown_label_names_file_and_line(tmp_path):
-  path = _write(
-      tmp_path, "SST-2", "dev.tsv", "sentence\tlabel\ngood\t1\nbad\t2\n"
-  )
-  with pytest.raises(
-      DataFormatError, match=rf"{re.escape(str(path))}:3: unknown label '2'"
-  ):
-    readers.load_examples("sst2", "dev", tmp_path)
-
-
-def test_empty_text_names_file_and_line(tmp_path):
-  path = _write(
-      tmp_path, "CoLA", "train.tsv", "gj04\t1\t\tFine.\ngj04\t0\t*\t  \n"
-  )
-  with pytest.raises(
-      DataFormatError, match=rf"{re.escape(str(path))}:2: empty text"
-  ):
-    readers.load_examples("cola", "train", tmp_path)
-
-
-def test_bad_stsb_score_names_file_and_line(tmp_path):
-  header = "\t".join([
-      "index",
-      "genre",
-      "filename",
-      "year",
-      "old_index",
-      "source1",
-      "source2",
-      "sentence1",
-      "sentence2",
-      "score",
-  ])
-  row = "0\tg\tf\ty\t0\tn\tn\tA.\tB.\t"
-  path = _write(
-      tmp_path, "STS-B", "dev.tsv", f"{header}\n{row}4.5\n{row}high\n"
-  )
-  with pytest.raises(
-      DataFormatError,
-      match=rf"{re.escape(str(path))}:3: score 'high' is not a float",
-  ):
-    readers.load_examples("stsb", "dev", tmp_path)
+@pytest.mark.parametrize("task, split, task_dir, text, error", [
+    ("rte", "train", "RTE",
+     "index\tsentence1\tsentence2\tlabel\n0\tA\tB\tentailment\n1\tA\tB\textra\tentailment\n",
+     ":3: expected 4 .*got 5"),
+    ("sst2", "dev", "SST-2", "sentence\tlabel\ngood\t1\nbad\t2\n", ":3: unknown label '2'"),
+    ("cola", "train", "CoLA", "gj04\t1\t\tFine.\ngj04\t0\t*\t  \n", ":2: empty text"),
+    ("stsb", "dev", "STS-B", f"{_STSB_HEADER}\n{_STSB_ROW}4.5\n{_STSB_ROW}high\n",
+     ":3: score 'high' is not a float"),
+], ids=["column_count", "unknown_label", "empty_text", "stsb_score"])
+def test_malformed_tsv_names_file_and_line(tmp_path, task, split, task_dir, text, error):
+  path = _write(tmp_path, task_dir, f"{split}.tsv", text)
+  with pytest.raises(DataFormatError, match=re.escape(str(path)) + error):
+    readers.load_examples(task, split, tmp_path)
 
 
 def test_bad_jsonl_names_file_and_line(tmp_path):
