@@ -30,22 +30,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ntkft.models.layers import (ACTIVATIONS, AdapterSpec, Dense, Embed, FeedForward,
-                                 LayerNorm, LayerStack, dropout, fold)
+from ntkft.models.layers import (AdapterSpec, Dense, Embed, FeedForward,
+                                 LayerNorm, LayerStack, TransformerSizes, dropout, fold)
 
 PROJECTIONS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 POOLINGS = ("cls", "mean", "last")
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(TransformerSizes):
   """Architecture of a BERT-family encoder (fields mirror HF config.json)."""
-  vocab_size: int
-  hidden_size: int
-  num_layers: int
-  num_heads: int
-  intermediate_size: int
-  max_position_embeddings: int
   type_vocab_size: int = 2
   layer_norm_eps: float = 1e-12
   pad_token_id: int = 0
@@ -54,12 +48,11 @@ class EncoderConfig:
   dropout_rate: float = 0.0      # hidden and attention-probability dropout (training only)
 
   def __post_init__(self):
+    super().__post_init__()
     if self.family not in ("bert", "roberta"):
       raise ValueError(f"unknown encoder family {self.family!r} (bert, roberta)")
     if self.hidden_size % self.num_heads:
       raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
-    if self.hidden_act not in ACTIVATIONS:
-      raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; known: {sorted(ACTIVATIONS)}")
 
   @property
   def position_offset(self) -> int:

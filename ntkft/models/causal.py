@@ -19,12 +19,16 @@ Batches are the usual ``input_ids``/``attention_mask`` (B, L) dicts; token types
 are ignored.
 """
 import dataclasses
+import re
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from ntkft.models.layers import ACTIVATIONS, Dense, dropout, fold  # noqa: F401  (re-exported)
+from ntkft.models import layers
+from ntkft.models.layers import Dense, Embed, LayerStack, TransformerSizes, dropout, fold
 
 DECODER_FAMILIES = ("gpt2", "llama")
 DECODER_POOLINGS = ("last", "mean")
@@ -38,7 +42,7 @@ def check_pooling(pooling: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class DecoderConfig:
+class DecoderConfig(TransformerSizes):
   """Architecture of a decoder-only LM (GPT-2 or LLaMA layout).
 
   Attributes:
@@ -52,12 +56,6 @@ class DecoderConfig:
     tie_word_embeddings: LM head = word embeddingᵀ (GPT-2 always).
   """
   family: str
-  vocab_size: int
-  hidden_size: int
-  num_layers: int
-  num_heads: int
-  intermediate_size: int
-  max_position_embeddings: int
   num_kv_heads: int | None = None
   head_dim: int | None = None
   norm_eps: float = 1e-5
@@ -70,6 +68,7 @@ class DecoderConfig:
   dropout_rate: float = 0.0
 
   def __post_init__(self):
+    super().__post_init__()
     if self.family not in DECODER_FAMILIES:
       raise ValueError(f"unknown decoder family {self.family!r} ({', '.join(DECODER_FAMILIES)})")
     if self.head_dim is None and self.hidden_size % self.num_heads:
@@ -77,8 +76,6 @@ class DecoderConfig:
           f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
     if self.num_heads % self.kv_heads:
       raise ValueError(f"num_heads {self.num_heads} not divisible by num_kv_heads {self.kv_heads}")
-    if self.hidden_act not in ACTIVATIONS:
-      raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; known: {sorted(ACTIVATIONS)}")
     if self.family == "gpt2" and (self.kv_heads != self.num_heads
                                   or self.dim_per_head * self.num_heads != self.hidden_size):
       raise ValueError("gpt2 has num_kv_heads == num_heads and head_dim == hidden/num_heads")
@@ -142,20 +139,76 @@ def pool(hidden: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
                    "(a causal model's first token sees nothing of the sequence)")
 
 
+class Embeddings(nnx.Module):
+  """Word embeddings (V, H); GPT-2 also learns positions (P, H) (LLaMA rotates q, k instead)."""
+
+  def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs):
+    self.word = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
+    if cfg.family == "gpt2":
+      self.position = Embed(cfg.max_position_embeddings, cfg.hidden_size, rngs=rngs)
+
+
 class CausalClassifier(nnx.Module):
   """Base of the decoder classifiers: ``hidden_states`` -> ``pool`` -> linear head.
 
-  A family subclass builds its embeddings and layers, calls :meth:`init_head`
-  last (so the random init stream is drawn in the same order) and defines
-  ``hidden_states(batch, rng) -> (B, L, H)``. ``__call__(batch, rng) -> (B, num_labels)``.
-  """
+  ``__call__(batch, rng) -> (B, num_labels)``; ``hidden_states(batch, rng) -> (B, L, H)``
+  (after the final norm); ``lm_logits(batch, rng) -> (B, L, V)``.
 
-  def init_head(self, cfg: DecoderConfig, head, adapters, rngs: nnx.Rngs) -> None:
-    """The head ``Dense(H, num_labels)`` (LoRA-capable), pooling and dropout rate."""
+  A family subclass names its parts as class attributes, ``block``
+  (``block(cfg, adapters, prefix, rngs)``, one per layer) and ``norm_type`` (the
+  final norm), overrides :meth:`init_lm_head` if its LM head is not tied, and
+  defines ``hidden_states`` and ``lm_logits``.
+  """
+  block: Callable[..., nnx.Module]
+  norm_type: type
+
+  def __init__(self, cfg: DecoderConfig, head,
+               adapters: Mapping[str, layers.AdapterSpec] | None = None, *, rngs: nnx.Rngs):
+    check_pooling(head.pooling)
+    adapters = dict(adapters or {})
+    # The order of construction is the order of the random init stream.
+    self.embeddings = Embeddings(cfg, rngs)
+    self.decoder = LayerStack(
+        lambda i: self.block(cfg, adapters, f"decoder/layer_{i}", rngs), cfg.num_layers)
+    self.final_norm = self.norm_type(cfg.hidden_size, cfg.norm_eps)
+    self.init_lm_head(cfg, rngs)
     self.head = Dense(cfg.hidden_size, head.num_labels, rngs=rngs, adapter=adapters.get("head"))
     self.pooling = head.pooling
     self.dropout_rate = cfg.dropout_rate
 
+  def init_lm_head(self, cfg: DecoderConfig, rngs: nnx.Rngs) -> None:
+    """Builds an untied LM head, if the family has one (default: none)."""
+
   def __call__(self, batch, rng=None):
     pooled = pool(self.hidden_states(batch, rng), batch["attention_mask"], self.pooling)
     return self.head(dropout(pooled, self.dropout_rate, fold(rng, 2)), fold(rng, 3))
+
+
+def convert_hf_tensors(tensors: Mapping[str, np.ndarray], prefix: str, ignored: re.Pattern,
+                       rename: Callable, load_head: bool) -> tuple[dict, list]:
+  """The loop the families' HF converters share.
+
+  Each key loses ``prefix`` (``transformer.``, ``model.``); names matching
+  ``ignored`` are skipped; the classifier's ``score.weight`` (nn.Linear, (C, H))
+  becomes the transposed ``head/kernel`` if ``load_head``, else is skipped;
+  ``rename(bare name, value)`` maps the rest to ``(ntkft name, value)``, to
+  ``()`` (skip) or to None (unexpected).
+
+  Returns:
+    ({ntkft name: float32 array}, [unexpected keys as given]).
+  """
+  out, unexpected = {}, []
+  for key, value in tensors.items():
+    bare = key.removeprefix(prefix)
+    if ignored.match(bare):
+      continue
+    if bare == "score.weight":
+      if load_head:
+        out["head/kernel"] = value.T
+      continue
+    renamed = rename(bare, value)
+    if renamed is None:
+      unexpected.append(key)
+    elif renamed:
+      out[renamed[0]] = renamed[1]
+  return {k: np.asarray(v, np.float32) for k, v in out.items()}, unexpected

@@ -36,9 +36,9 @@ import numpy as np
 from flax import nnx
 
 from ntkft.models import causal
-from ntkft.models.causal import DecoderConfig, fold
-from ntkft.models.layers import (AdapterSpec, Dense, Embed, FeedForward, LayerNorm, LayerStack,
-                                 PreNormBlock, dropout)
+from ntkft.models.causal import DecoderConfig
+from ntkft.models.layers import (Dense, FeedForward, LayerNorm, PreNormBlock,
+                                 dropout, fold)
 
 TARGETS = ("c_attn", "attn_out", "ffn_in", "ffn_out")
 
@@ -80,29 +80,10 @@ def block(cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs) -> PreNormB
       cfg.dropout_rate)
 
 
-class Embeddings(nnx.Module):
-
-  def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs):
-    self.word = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
-    self.position = Embed(cfg.max_position_embeddings, cfg.hidden_size, rngs=rngs)
-
-
 class GPT2Classifier(causal.CausalClassifier):
-  """GPT-2 + last-token (or mean) pooling + linear head.
-
-  ``__call__(batch, rng) -> (B, num_labels)``; ``hidden_states(batch) -> (B, L, H)``
-  (after the final LayerNorm); ``lm_logits(batch) -> (B, L, V)``.
-  """
-
-  def __init__(self, cfg: DecoderConfig, head, adapters: Mapping[str, AdapterSpec] | None = None,
-               *, rngs: nnx.Rngs):
-    causal.check_pooling(head.pooling)
-    adapters = dict(adapters or {})
-    self.embeddings = Embeddings(cfg, rngs)
-    self.decoder = LayerStack(
-        lambda i: block(cfg, adapters, f"decoder/layer_{i}", rngs), cfg.num_layers)
-    self.final_norm = LayerNorm(cfg.hidden_size, cfg.norm_eps)
-    self.init_head(cfg, head, adapters, rngs)
+  """GPT-2 (final LayerNorm, LM head tied to the word embeddings) + pooling + linear head."""
+  block = staticmethod(block)
+  norm_type = LayerNorm
 
   def hidden_states(self, batch, rng=None):
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -132,35 +113,26 @@ def convert_hf_tensors(tensors: Mapping[str, np.ndarray], load_head: bool = True
   (nn.Linear, (C, H)) is transposed. The tied ``lm_head.weight`` and the causal-
   mask buffers ``attn.bias``/``attn.masked_bias`` are skipped.
   """
-  out, unexpected = {}, []
-  for key, value in tensors.items():
-    bare = key[len("transformer."):] if key.startswith("transformer.") else key
-    if _IGNORED.match(bare):
-      continue
-    if bare == "score.weight":
-      if load_head:
-        out["head/kernel"] = value.T
-      continue
-    name = None
-    if bare == "wte.weight":
-      name = "embeddings/word/embedding"
-    elif bare == "wpe.weight":
-      name = "embeddings/position/embedding"
-    else:
-      m = re.match(r"^(?:h\.(\d+)\.(.+)|(ln_f))\.(weight|bias)$", bare)
-      if m:
-        leaf = m.group(4)
-        path = "final_norm" if m.group(3) else (
-            f"decoder/layer_{m.group(1)}/{_LAYER_RULES[m.group(2)]}"
-            if m.group(2) in _LAYER_RULES else None)
-        if path is not None:
-          is_norm = path.endswith("norm")
-          name = f"{path}/{('scale' if is_norm else 'kernel') if leaf == 'weight' else 'bias'}"
-    if name is None:
-      unexpected.append(key)
-    else:
-      out[name] = value
-  return {k: np.asarray(v, np.float32) for k, v in out.items()}, unexpected
+  return causal.convert_hf_tensors(tensors, "transformer.", _IGNORED, _rename, load_head)
+
+
+def _rename(bare: str, value: np.ndarray):
+  """A bare GPT-2 tensor name -> (ntkft name, value), or None if it is not one of ours."""
+  if bare == "wte.weight":
+    return "embeddings/word/embedding", value
+  if bare == "wpe.weight":
+    return "embeddings/position/embedding", value
+  m = re.match(r"^(?:h\.(\d+)\.(.+)|(ln_f))\.(weight|bias)$", bare)
+  if not m:
+    return None
+  leaf = m.group(4)
+  path = "final_norm" if m.group(3) else (
+      f"decoder/layer_{m.group(1)}/{_LAYER_RULES[m.group(2)]}"
+      if m.group(2) in _LAYER_RULES else None)
+  if path is None:
+    return None
+  is_norm = path.endswith("norm")
+  return f"{path}/{('scale' if is_norm else 'kernel') if leaf == 'weight' else 'bias'}", value
 
 
 def config_from_hf(hf: dict, dropout_rate: float = 0.0) -> DecoderConfig:

@@ -137,6 +137,26 @@ ACTIVATIONS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class TransformerSizes:
+  """The sizes every transformer config has (names as HF config.json after renaming).
+
+  ``bert.EncoderConfig`` and ``causal.DecoderConfig`` extend it with their
+  family's fields, among them ``hidden_act`` (whose default differs per family),
+  and call ``super().__post_init__()``, which checks it names an activation.
+  """
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  max_position_embeddings: int
+
+  def __post_init__(self):
+    if self.hidden_act not in ACTIVATIONS:
+      raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; known: {sorted(ACTIVATIONS)}")
+
+
 def fold(rng: jax.Array | None, i: int) -> jax.Array | None:
   """Per-site dropout key ``fold_in(rng, i)``; None stays None (deterministic)."""
   return None if rng is None else jax.random.fold_in(rng, i)

@@ -27,6 +27,7 @@ Parameter names (HF LlamaModel key in brackets; nn.Linear weights transposed)::
 
 LoRA targets (``ntkft.peft``): query, key, value, attn_out, gate, up, down.
 """
+import functools
 import re
 from typing import Mapping
 
@@ -35,9 +36,9 @@ import numpy as np
 from flax import nnx
 
 from ntkft.models import causal
-from ntkft.models.causal import ACTIVATIONS, DecoderConfig, fold
-from ntkft.models.layers import (AdapterSpec, Dense, Embed, LayerStack, PreNormBlock, RMSNorm,
-                                 dropout)
+from ntkft.models.causal import DecoderConfig
+from ntkft.models.layers import (ACTIVATIONS, Dense, PreNormBlock, RMSNorm,
+                                 dropout, fold)
 
 TARGETS = ("query", "key", "value", "attn_out", "gate", "up", "down")
 _FFN_TARGETS = ("gate", "up", "down")
@@ -109,31 +110,15 @@ def block(cfg: DecoderConfig, adapters, prefix: str, rngs: nnx.Rngs) -> PreNormB
       cfg.dropout_rate)
 
 
-class Embeddings(nnx.Module):
-
-  def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs):
-    self.word = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
-
-
 class LlamaClassifier(causal.CausalClassifier):
-  """LLaMA + last-token (or mean) pooling + linear head.
+  """LLaMA (final RMSNorm, LM head tied or not) + pooling + linear head."""
+  block = staticmethod(block)
+  norm_type = RMSNorm
 
-  ``__call__(batch, rng) -> (B, num_labels)``; ``hidden_states(batch) -> (B, L, H)``
-  (after the final RMSNorm); ``lm_logits(batch) -> (B, L, V)``.
-  """
-
-  def __init__(self, cfg: DecoderConfig, head, adapters: Mapping[str, AdapterSpec] | None = None,
-               *, rngs: nnx.Rngs):
-    causal.check_pooling(head.pooling)
-    adapters = dict(adapters or {})
-    self.embeddings = Embeddings(cfg, rngs)
-    self.decoder = LayerStack(
-        lambda i: block(cfg, adapters, f"decoder/layer_{i}", rngs), cfg.num_layers)
-    self.final_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+  def init_lm_head(self, cfg: DecoderConfig, rngs: nnx.Rngs) -> None:
     self.tied = cfg.tie_word_embeddings
     if not self.tied:
       self.lm_head = Dense(cfg.hidden_size, cfg.vocab_size, rngs=rngs, use_bias=False)
-    self.init_head(cfg, head, adapters, rngs)
 
   def hidden_states(self, batch, rng=None):
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -164,39 +149,27 @@ def convert_hf_tensors(tensors: Mapping[str, np.ndarray], load_head: bool = True
   nn.Linear weights (d_out, d_in) are transposed; ``lm_head.weight`` is skipped
   when the embeddings are tied; rotary ``inv_freq`` buffers are skipped.
   """
-  out, unexpected = {}, []
-  for key, value in tensors.items():
-    bare = key[len("model."):] if key.startswith("model.") else key
-    if _IGNORED.match(bare):
-      continue
-    name = None
-    if bare == "score.weight":
-      if load_head:
-        out["head/kernel"] = value.T
-      continue
-    if bare == "lm_head.weight":
-      if not tied:
-        out["lm_head/kernel"] = value.T
-      continue
-    if bare == "embed_tokens.weight":
-      name = "embeddings/word/embedding"
-    elif bare == "norm.weight":
-      name = "final_norm/scale"
-    else:
-      m = re.match(r"^layers\.(\d+)\.(.+)\.(weight|bias)$", bare)
-      if m and m.group(2) in _LAYER_RULES:
-        path = f"decoder/layer_{m.group(1)}/{_LAYER_RULES[m.group(2)]}"
-        if path.endswith("norm"):
-          name = f"{path}/scale" if m.group(3) == "weight" else None
-        else:
-          name = f"{path}/{'kernel' if m.group(3) == 'weight' else 'bias'}"
-          if m.group(3) == "weight":
-            value = value.T
-    if name is None:
-      unexpected.append(key)
-    else:
-      out[name] = value
-  return {k: np.asarray(v, np.float32) for k, v in out.items()}, unexpected
+  return causal.convert_hf_tensors(tensors, "model.", _IGNORED,
+                                   functools.partial(_rename, tied=tied), load_head)
+
+
+def _rename(bare: str, value: np.ndarray, tied: bool):
+  """A bare LLaMA tensor name -> (ntkft name, value), () to skip, or None if not one of ours."""
+  if bare == "lm_head.weight":
+    return () if tied else ("lm_head/kernel", value.T)
+  if bare == "embed_tokens.weight":
+    return "embeddings/word/embedding", value
+  if bare == "norm.weight":
+    return "final_norm/scale", value
+  m = re.match(r"^layers\.(\d+)\.(.+)\.(weight|bias)$", bare)
+  if not (m and m.group(2) in _LAYER_RULES):
+    return None
+  path = f"decoder/layer_{m.group(1)}/{_LAYER_RULES[m.group(2)]}"
+  if path.endswith("norm"):
+    return (f"{path}/scale", value) if m.group(3) == "weight" else None
+  if m.group(3) == "weight":
+    return f"{path}/kernel", value.T
+  return f"{path}/bias", value
 
 
 def config_from_hf(hf: dict, dropout_rate: float = 0.0) -> DecoderConfig:
