@@ -294,12 +294,8 @@ def gradient_descent_mse_ntk(
   eigendecomposed once here; each ``predict_fn(t)`` call costs two matmuls.
 
   Args:
-    k_train_train: (n, n) shared or (nO, nO) flattened kernel ``J J^T``
-      (symmetrized internally).
-    y_train: (n,) or (n, O) targets.
-    fx_train_0: outputs at ``theta0``, same shape as ``y_train``.
-    k_test_train: optional (n_test, n) or (n_test O, nO) kernel ``J* J^T``.
-    fx_test_0: (n_test,) or (n_test, O) outputs at ``theta0``.
+    k_train_train, y_train, fx_train_0, k_test_train, fx_test_0: the kernels,
+      targets and outputs at ``theta0``, as in :func:`kernel_ridge`.
     lam: L2 pull strength lambda >= 0.
     learning_rate: None for gradient flow (continuous t), else the GD step
       size eta (t counts steps and must be integer-valued). GD diverges when
@@ -329,7 +325,7 @@ def gradient_descent_mse_ntk(
     a_max = float(jnp.max(sigma) + lam)
     if float(eta) * a_max > 2.0:
       warnings.warn(f"{where}: learning_rate * (sigma_max + lam) = "
-                    f"{float(eta) * a_max:.3g} > 2; gradient descent diverges")
+                    f"{float(eta) * a_max:.3g} > 2; gradient descent diverges", stacklevel=2)
   f0 = _to_columns(fx_train_0.astype(dtype), layout.mode)
   coef = eigvecs.T @ (_to_columns(y_train.astype(dtype), layout.mode) - f0)
   test_basis = f0_test = None
