@@ -8,15 +8,21 @@ the Hugging Face folder layout (``config.json`` + ``model.safetensors`` in the
 ``bert.``-prefixed key layout + MiniLM's ``tokenizer.json``), so the real loader,
 tokenizer and training loop run on it end to end in seconds. Its vocabulary is
 the MiniLM tokenizer's (30522 word pieces), so any GLUE text tokenizes into it.
+
+``tiny_bert_for_glue_runs(folder)`` and ``cli_env(cache_dir)``: the model and the
+environment of the tests that run ``python -m ntkft.run`` on GLUE.
 """
 import json
+import os
 import pathlib
 import shutil
 
 import numpy as np
+import pytest
 from safetensors.numpy import save_file
 
 from ntkft.models import EncoderConfig, HeadConfig, flatten, init_model, resolve_model_dir
+from tests.conftest import GLUE_DIR, REPO
 
 MINILM_VOCAB = 30522
 
@@ -113,3 +119,26 @@ def write_tiny_bert_checkpoint(path, num_layers: int = 2, hidden: int = 16,
   save_file(to_hf_tensors(model.params), str(path / "model.safetensors"))
   shutil.copy(resolve_model_dir("minilm-l6") / "tokenizer.json", path / "tokenizer.json")
   return path
+
+
+def tiny_bert_for_glue_runs(folder) -> pathlib.Path:
+  """``write_tiny_bert_checkpoint`` (2 layers, hidden 16) into ``folder/bert``, for runs on GLUE.
+
+  Fails the test at once when the GLUE data is missing (set NTKFT_DATA).
+  """
+  if not GLUE_DIR.is_dir():
+    pytest.fail(f"GLUE data not found at {GLUE_DIR} (set NTKFT_DATA)")
+  return write_tiny_bert_checkpoint(pathlib.Path(folder) / "bert", num_layers=2, hidden=16)
+
+
+def cli_env(cache_dir, **extra: str) -> dict[str, str]:
+  """Environment of a ``python -m ntkft.run`` subprocess, plus the ``extra`` variables.
+
+  CPU only; this checkout first on PYTHONPATH; every compiled program goes to the
+  persistent compilation cache in ``cache_dir``, whatever its compile time or size.
+  """
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1", **extra)
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+  return env

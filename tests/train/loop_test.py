@@ -30,9 +30,8 @@ from ml_collections import config_flags
 from ntkft import data
 from ntkft.models import HeadConfig, flatten, init_model, load_pretrained, read_config
 from ntkft.train import checkpoint, loop
-
 from tests import test_util
-from tests.conftest import GLUE_DIR, REPO
+from tests.conftest import REPO
 
 STEPS = 16
 CKPT_EVERY = 2
@@ -82,10 +81,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-  if not GLUE_DIR.is_dir():
-    pytest.fail(f"GLUE data not found at {GLUE_DIR} (set NTKFT_DATA)")
-  return test_util.write_tiny_bert_checkpoint(tmp_path_factory.mktemp("tiny") / "bert",
-                                              num_layers=2, hidden=16)
+  return test_util.tiny_bert_for_glue_runs(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +90,6 @@ def lin_run(tmp_path_factory, cache_dir, model_dir):
   workdir = tmp_path_factory.mktemp("lin") / "w"
   summary = loop.run(_parse(_args(model_dir)), str(workdir))
   return workdir, summary
-
-
-def _env(cache_dir):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
-  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-  return env
 
 
 def _steps(workdir):
@@ -181,7 +169,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, cache_dir, model_dir, li
   ref_dir, ref = lin_run
   workdir = tmp_path / "w"
   cmd = [sys.executable, "-m", "ntkft.run", f"--workdir={workdir}"] + _args(model_dir)
-  env = _env(cache_dir)
+  env = test_util.cli_env(cache_dir)
   t_launch = time.time()
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
@@ -224,7 +212,6 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, cache_dir, model_dir, li
 def test_unknown_config_key_is_rejected_by_the_cli(tmp_path):
   cmd = [sys.executable, "-m", "ntkft.run", f"--workdir={tmp_path / 'w'}",
          f"--config={REPO / 'configs' / 'glue_linearized.py'}:runlocal", "--config.nope=1"]
-  t_kill = time.time()
   done = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
                         capture_output=True, text=True, timeout=120)
   assert done.returncode != 0

@@ -17,7 +17,6 @@ resume, eNTK, errors) takes ~1-2 min on 2 busy cores; the rest is marked slow
   single-process metrics and resume from their checkpoint.
 """
 import json
-import os
 import pathlib
 import shutil
 import socket
@@ -31,7 +30,7 @@ import pytest
 
 from ntkft.train import mesh as mesh_lib
 from tests import test_util
-from tests.conftest import GLUE_DIR, REPO
+from tests.conftest import REPO
 
 STEPS = 4
 RTOL = 1e-4
@@ -39,10 +38,7 @@ RTOL = 1e-4
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-  if not GLUE_DIR.is_dir():
-    pytest.fail(f"GLUE data not found at {GLUE_DIR} (set NTKFT_DATA)")
-  return test_util.write_tiny_bert_checkpoint(tmp_path_factory.mktemp("h8_tiny") / "bert",
-                                              num_layers=2, hidden=16)
+  return test_util.tiny_bert_for_glue_runs(tmp_path_factory.mktemp("h8_tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +47,8 @@ def cache_dir(tmp_path_factory):
 
 
 def _env(cache_dir, devices):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-  return env
+  return test_util.cli_env(cache_dir,
+                           XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
 def _args(model_dir, mode, devices, **extra):
