@@ -167,92 +167,32 @@ def _binary_reviews(name: str, dir_name: str) -> TaskSpec:
   )
 
 
-TASKS: dict[str, TaskSpec] = {
+# Labels stored as "0"/"1" in the files; the F1 tasks (paraphrase) report accuracy too.
+_ZERO_ONE = ("0", "1")
+_F1 = {"metrics": ("accuracy", "f1"), "primary_metric": "f1"}
+_PAIR = ("sentence1", "sentence2")
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
+    # name, folder, text columns, label column, label names (class-id order), raw labels.
     # CoLA train/dev: no header; columns: source, label, author mark, sentence.
-    "cola": _glue(
-        "cola",
-        "CoLA",
-        (3,),
-        1,
-        ("unacceptable", "acceptable"),
-        raw_labels=("0", "1"),
-        metrics=("matthews",),
-        primary_metric="matthews",
-        has_header=False,
-        num_columns=4,
-    ),
-    "sst2": _glue(
-        "sst2",
-        "SST-2",
-        ("sentence",),
-        "label",
-        ("negative", "positive"),
-        raw_labels=("0", "1"),
-    ),
-    "mrpc": _glue(
-        "mrpc",
-        "MRPC",
-        ("#1 String", "#2 String"),
-        "Quality",
-        ("not_equivalent", "equivalent"),
-        raw_labels=("0", "1"),
-        metrics=("accuracy", "f1"),
-        primary_metric="f1",
-    ),
-    "stsb": _glue(
-        "stsb",
-        "STS-B",
-        ("sentence1", "sentence2"),
-        "score",
-        (),
-        metrics=("pearson", "spearman"),
-        primary_metric="pearson",
-    ),
-    "qqp": _glue(
-        "qqp",
-        "QQP",
-        ("question1", "question2"),
-        "is_duplicate",
-        ("not_duplicate", "duplicate"),
-        raw_labels=("0", "1"),
-        metrics=("accuracy", "f1"),
-        primary_metric="f1",
-    ),
-    "mnli": _glue(
-        "mnli",
-        "MNLI",
-        ("sentence1", "sentence2"),
-        "gold_label",
-        ("entailment", "neutral", "contradiction"),
-        split_files=_MNLI_FILES,
-        mismatched_splits=_MNLI_MISMATCHED,
-    ),
-    "qnli": _glue(
-        "qnli",
-        "QNLI",
-        ("question", "sentence"),
-        "label",
-        ("entailment", "not_entailment"),
-    ),
-    "rte": _glue(
-        "rte",
-        "RTE",
-        ("sentence1", "sentence2"),
-        "label",
-        ("entailment", "not_entailment"),
-    ),
-    "wnli": _glue(
-        "wnli",
-        "WNLI",
-        ("sentence1", "sentence2"),
-        "label",
-        ("not_entailment", "entailment"),
-        raw_labels=("0", "1"),
-    ),
-    "imdb": _binary_reviews("imdb", "imdb"),
+    _glue("cola", "CoLA", (3,), 1, ("unacceptable", "acceptable"), _ZERO_ONE,
+          metrics=("matthews",), primary_metric="matthews", has_header=False, num_columns=4),
+    _glue("sst2", "SST-2", ("sentence",), "label", ("negative", "positive"), _ZERO_ONE),
+    _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality",
+          ("not_equivalent", "equivalent"), _ZERO_ONE, **_F1),
+    _glue("stsb", "STS-B", _PAIR, "score", (), metrics=("pearson", "spearman"),
+          primary_metric="pearson"),
+    _glue("qqp", "QQP", ("question1", "question2"), "is_duplicate",
+          ("not_duplicate", "duplicate"), _ZERO_ONE, **_F1),
+    _glue("mnli", "MNLI", _PAIR, "gold_label", ("entailment", "neutral", "contradiction"),
+          split_files=_MNLI_FILES, mismatched_splits=_MNLI_MISMATCHED),
+    _glue("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment")),
+    _glue("rte", "RTE", _PAIR, "label", ("entailment", "not_entailment")),
+    _glue("wnli", "WNLI", _PAIR, "label", ("not_entailment", "entailment"), _ZERO_ONE),
+    _binary_reviews("imdb", "imdb"),
     # Yelp Review Full binarised as label = stars > 3 (stars 1-3 -> 0).
-    "yelp": _binary_reviews("yelp", "yelp_full"),
-}
+    _binary_reviews("yelp", "yelp_full"),
+)}
 
 _ALIASES = {"yelpfull": "yelp", "imdbreviews": "imdb"}
 
