@@ -110,7 +110,6 @@ one colour per λ; the dotted line in the same colour is the bound √(2R(θ0)/�
 Right: at the last step vs λ (log axes, λ = 0 on a linear stretch): the distances, the bound, the
 parameter gap ‖θ − θ̄‖, the output gaps ‖f − f̄‖ (RMS over examples of the L2 norm over logits) on
 train and eval, and the second-order remainder estimate.""",
-        plot=SHOW_ALL,
         extra='''\
 print(lambda_sweep.format_table(results["table"]))
 print("bound violations:", results["total_violations"])'''),
@@ -135,7 +134,6 @@ either way.""",
 **Figure.** Left: the eigenvalues of K_S sorted in descending order against their index (log y;
 unit logit² per squared parameter unit), one curve per choice: single layers in viridis colours,
 pairs dashed, all layers in black. Right: κ(K_S) per choice (dimensionless, log scale).""",
-        plot=SHOW_ALL,
         extra='''\
 for c in results["choices"]:
   print(f"{c['label']:>10}: kappa={c['kappa']:.4g}  lambda_min={c['lambda_min']:.4g}  "
@@ -165,7 +163,6 @@ trace is ~50-1000× that of one LoRA layer), so κ(K_S) varies little across lay
 **Figure.** One row per task: κ(K_S) at θ0 (dimensionless, log x) against the final train loss
 (left, cross-entropy in nats) and against the dev metric (right), one point per layer set S
 (labelled by its layers), Spearman ρ and its 95% CI in the titles.""",
-        plot=SHOW_ALL,
         extra='''\
 for task, out in results["tasks"].items():
   print(f"## {task}")
@@ -199,7 +196,6 @@ candidate. Every inequality is checked against the exact spectrum (violations ex
 descending, log y; unit logit² per squared parameter unit) inside the Weyl band
 [a_k + b_1, a_k + b_n] (blue), with the previous spectrum a_k dotted. Second: λ_min and λ_max
 (left) and κ (right, dimensionless) exact vs their bounds as the layers are added.""",
-        plot=SHOW_ALL,
         extra='''\
 print("order:", results["order"])
 print(f"{results['total_violations']} violations in {results['total_checks']} checks")
@@ -227,13 +223,12 @@ is already worse than the best exact value found.""",
 **Figure.** One panel per task: the dev metric of each arm (mean ± sample standard deviation over
 seeds as a bar, the seeds as dots); the selector's arm in red, the first/last-layer baselines in
 blue, the random pairs in grey; tick labels give each arm's layers.""",
-        plot=SHOW_ALL,
         extra='''\
 for task, out in results["tasks"].items():
   print(f"{task}: selector {out['selector']['criterion']} chose layers {out['selector']['layers']}")
   for arm, a in out["arms"].items():
     print(f"  {arm:>10} layers {a['layers']}: dev {out['dev_metric_name']} {a['mean']:.4f} "
-          f"± {a['std']:.4f} over {len(a['seeds'])} seed(s), train loss {a['train_loss_mean']:.4f}")'''),
+          f"± {a['std']:.4f} over {len(a['seeds'])} seed(s), train loss {a['train_loss_mean']:.4f}")'''),  # noqa: E501
 ]
 
 
@@ -259,7 +254,7 @@ def build(spec: dict) -> nbformat.NotebookNode:
       ("code", RUN.format(name=name), "run"),
       ("markdown", spec["math"], "math"),
       ("markdown", spec["figure"], "figure-md"),
-      ("code", spec["plot"].format(name=name), "plot"),
+      ("code", SHOW_ALL.format(name=name), "plot"),
   ]
   if spec["extra"]:
     cells.append(("code", spec["extra"], "summary"))
