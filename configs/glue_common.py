@@ -57,13 +57,7 @@ def get_config(arg=None, mode="linearized"):
       cpu_collectives="gloo")     # CPU cross-process collectives (tests, CPU clusters)
 
   if arg.runlocal:
-    c.data.n_train = 128
-    c.data.n_eval = 128
-    c.data.max_len = 64
-    c.data.buckets = (64,)
-    c.data.batch_size = 16
-    c.optim.warmup_steps = 2
-    c.train.steps = 16
-    c.train.log_every = 4
+    config_lib.shrink_to_smoke_run(c, n=128, max_len=64, batch_size=16, warmup_steps=2,
+                                   steps=16, log_every=4)
     c.train.ckpt_every = 8
   return c

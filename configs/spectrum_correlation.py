@@ -60,15 +60,9 @@ def finetune_settings(runlocal: bool) -> ml_collections.ConfigDict:
   f.train = dict(steps=32, log_every=8, eval_every=0, ckpt_every=1_000_000, ckpt_keep=1,
                  progress=False)
   if runlocal:
-    f.data.n_train = 64
-    f.data.n_eval = 64
-    f.data.max_len = 32
-    f.data.buckets = (32,)
-    f.data.batch_size = 8
+    config_lib.shrink_to_smoke_run(f, n=64, max_len=32, batch_size=8, warmup_steps=1, steps=6,
+                                   log_every=3)
     f.data.eval_batch_size = 64
-    f.optim.warmup_steps = 1
-    f.train.steps = 6
-    f.train.log_every = 3
   return f
 
 

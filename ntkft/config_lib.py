@@ -7,6 +7,9 @@ to True; values are cast to the type of their default.
 ``with_overrides(config, {"optim.lr": 1e-4}, "sweep")`` is the one way code
 (sweeps, experiments) sets fields of a config it did not build: dotted keys,
 every key must exist.
+
+``shrink_to_smoke_run(config, n=..., max_len=..., ...)`` is the one ``runlocal``
+shape of a fine-tuning config: n train / n eval examples, one bucket.
 """
 from typing import Any, Mapping
 
@@ -71,3 +74,17 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, An
   if not locked:
     config.unlock()
   return config
+
+
+def shrink_to_smoke_run(config: ml_collections.ConfigDict, *, n: int, max_len: int,
+                        batch_size: int, warmup_steps: int, steps: int, log_every: int) -> None:
+  """Sets, in place, the sizes of a CPU smoke run of a configs/glue_common.py-shaped config.
+
+  ``n`` train and ``n`` eval examples, one bucket of ``max_len`` tokens, batches
+  of ``batch_size``, ``steps`` optimizer steps after ``warmup_steps`` warm-up,
+  a log line every ``log_every`` steps. Other fields stay as they are.
+  """
+  config.data.update(n_train=n, n_eval=n, max_len=max_len, buckets=(max_len,),
+                     batch_size=batch_size)
+  config.optim.warmup_steps = warmup_steps
+  config.train.update(steps=steps, log_every=log_every)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from configs import glue_nonlinear
-from ntkft import data
+from ntkft import config_lib, data
 from ntkft.train import loop
 from tests.test_util import write_tiny_bert_checkpoint
 
@@ -49,17 +49,11 @@ def test_run_rejects_malformed_kshot_before_loading(tmp_path):
 def test_run_reads_the_kshot_folder(tmp_path, data_root):
   config = glue_nonlinear.get_config("runlocal")
   config.model.name = str(write_tiny_bert_checkpoint(tmp_path / "tiny", num_layers=1))
-  config.peft.layers = "(0,)"
-  config.data.root = str(data_root)
-  config.data.kshot = "16-13"
-  config.data.eval_split = "test"
-  config.data.n_train = 0
-  config.data.n_eval = 0
-  config.data.max_len = 32
-  config.data.buckets = (32,)
-  config.data.eval_batch_size = 128
-  config.train.steps = 2
-  config.train.progress = False
+  config = config_lib.with_overrides(config, {
+      "peft.layers": "(0,)", "train.steps": 2, "train.progress": False,
+      # Every example of the k=16 folder's train and test splits, in one 32-token bucket.
+      "data": dict(root=str(data_root), kshot="16-13", eval_split="test", n_train=0, n_eval=0,
+                   max_len=32, buckets=(32,), eval_batch_size=128)}, "kshot test")
   summary = loop.run(config, str(tmp_path / "w"))
   # k=16 per class: 32 training examples; "test" of the folder is the GLUE SST-2 dev set.
   assert summary["n_train"] == 32 and summary["n_eval"] == 872
