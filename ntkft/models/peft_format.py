@@ -162,7 +162,9 @@ def to_peft(params: dict[str, np.ndarray], adapters: dict[str, AdapterSpec], fam
             "the [CLS] pooler): only the LoRA weights were exported, not the head")
   spec = next(iter(adapters.values()))
   config = {
-      "peft_type": "LORA", "task_type": "SEQ_CLS", "base_model_name_or_path": base_model,
+      # SEQ_CLS makes PEFT expect the classifier's tensors: only with the head.
+      "peft_type": "LORA", "task_type": "SEQ_CLS" if modules_to_save else None,
+      "base_model_name_or_path": base_model,
       "r": rank, "lora_alpha": spec.alpha, "lora_dropout": spec.dropout,
       # Full module names: PEFT matches a name or a '.'-suffix, and a short
       # "output.dense" (ffn_out) would also match attention.output.dense.

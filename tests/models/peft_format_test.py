@@ -99,7 +99,8 @@ def test_export_then_import_gives_the_trained_parameters(tmp_path):
   result = export_peft.export(tmp_path, out)
   assert result["step"] == 5 and result["note"] == ""
   saved = json.loads((out / "adapter_config.json").read_text())
-  assert saved["peft_type"] == "LORA" and saved["r"] == 4 and saved["lora_alpha"] == 8.0
+  assert saved["peft_type"] == "LORA" and saved["task_type"] == "SEQ_CLS"
+  assert saved["r"] == 4 and saved["lora_alpha"] == 8.0
   assert saved["modules_to_save"] == ["classifier", "pooler"]
   model = load_pretrained(config.model.name, HeadConfig(3, "cls"), adapters_from=out)
   got, want = flatten(model.params), flatten(params)
@@ -114,6 +115,9 @@ def test_mean_pooling_exports_lora_only_and_says_so(tmp_path):
   assert "only the LoRA weights" in result["note"]
   tensors = load_file(str(tmp_path / "peft" / peft_format.ADAPTER_WEIGHTS))
   assert tensors and all(".lora_" in k for k in tensors)
+  # SEQ_CLS would make PeftModel.from_pretrained demand the classifier's tensors.
+  saved = json.loads((tmp_path / "peft" / peft_format.ADAPTER_CONFIG).read_text())
+  assert saved["task_type"] is None and saved["modules_to_save"] is None
 
 
 def test_unsupported_adapters_raise(tmp_path):
