@@ -30,7 +30,9 @@ def child(args):
 
   from ntkft import data, peft
   from ntkft.models import HeadConfig, load_pretrained
-  from ntkft.train import losses, mesh as mesh_lib, optim, step as step_lib
+  from ntkft.train import losses, optim
+  from ntkft.train import mesh as mesh_lib
+  from ntkft.train import step as step_lib
   from ntkft.train.state import TrainState
 
   mesh = mesh_lib.make_mesh((("data", -1),))

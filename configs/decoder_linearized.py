@@ -21,9 +21,8 @@ The NTK report for the same model and subset:
 Not measured here: no real decoder weights are available offline; the end to end
 path is tested on a tiny random GPT-2-layout checkpoint (tests/train/decoder_e2e_test.py).
 """
-from ntkft import config_lib
-
 from configs import glue_common
+from ntkft import config_lib
 
 DEFAULT_TARGETS = {"gpt2": ("c_attn",), "llama": ("query", "value")}
 

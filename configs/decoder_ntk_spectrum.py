@@ -6,10 +6,9 @@
 CPU smoke run: `:runlocal` (n=16). Same fields as configs/ntk_spectrum.py, with
 last-token pooling, LoRA on every layer and the family's LoRA target names.
 """
-from ntkft import config_lib
-
 from configs import ntk_spectrum
 from configs.decoder_linearized import DEFAULT_TARGETS
+from ntkft import config_lib
 
 
 def get_config(arg=None):

@@ -25,8 +25,9 @@ def get_config(arg=None):
   c.task = arg.task
   c.seed = 0                        # head init and subsampling
   c.model = dict(name="minilm-l6", pooling="mean")
-  c.peft = dict(methods=("lora",), layers=(4, 5) if arg.runlocal else "all", targets=("query", "value"), rank=8,
-                alpha=16.0, dropout=0.0, init="zero_b", head=True)
+  c.peft = dict(methods=("lora",), layers=(4, 5) if arg.runlocal else "all",
+                targets=("query", "value"), rank=8, alpha=16.0, dropout=0.0, init="zero_b",
+                head=True)
   c.data = dict(root=config_dict.placeholder(str),  # None: $NTKFT_DATA or ../shared/data
                 kshot=arg.kshot,    # "<k>-<seed>" or "" (the full GLUE folders)
                 train_split="train", eval_split="test",  # use "dev" with kshot=""

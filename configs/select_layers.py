@@ -27,5 +27,6 @@ def get_config(arg=None):
   c.ridge = 0.0                     # λ: spectra of K_S + λI (spectral criteria)
   c.residual = True                 # alignment with y - f(θ0) (False: y)
   c.search = "greedy"               # "greedy" | "exhaustive"
-  c.prune = True                    # greedy: Weyl-bound pruning (False: evaluate everything); exhaustive enumerates
+  c.prune = True                    # greedy: Weyl-bound pruning (False: evaluate everything);
+  #                                   exhaustive search always enumerates
   return c

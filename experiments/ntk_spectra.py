@@ -105,7 +105,7 @@ def plot_spectra(results: dict, path) -> str:
   FigureCanvasAgg(fig)
   ax, ax_k = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
   singles = [c for c in choices if len(c["blocks"]) == 1]
-  for i, c in enumerate(choices):
+  for c in choices:
     eigs = common.as_floats(c["eigenvalues"])[::-1]
     eigs[~(eigs > 0)] = np.nan   # log axis: drop zero / rounding-negative ones
     index = np.arange(1, eigs.shape[0] + 1)

@@ -26,8 +26,7 @@ import orbax.checkpoint as ocp
 from absl import flags
 
 from ntkft import cli, peft, theta0
-from ntkft.models import flatten
-from ntkft.models import peft_format
+from ntkft.models import flatten, peft_format
 
 
 def last_trainable(workdir: pathlib.Path) -> tuple[dict[str, np.ndarray], int]:

@@ -119,7 +119,8 @@ def run(config, workdir: str) -> dict:
   for kind in config.kernels:
     t = time.time()
     bar = tqdm.tqdm(desc=f"{kind} kernel chunks", disable=not config.progress)
-    options = dict(batch_size=config.chunk_size or None, on_chunk=lambda info: bar.update(1),
+    options = dict(batch_size=config.chunk_size or None,
+                   on_chunk=lambda info, bar=bar: bar.update(1),
                    length_buckets=tuple(config.length_buckets) or None)
     if kind == "adam" and config.adam_eps:
       options["eps"] = config.adam_eps

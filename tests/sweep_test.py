@@ -1,7 +1,7 @@
 """ntkft.sweep: deterministic shards, resumable points, collected results."""
 import csv
-import os
 import json
+import os
 import subprocess
 import sys
 
@@ -10,7 +10,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from ntkft import sweep
-
 from tests import test_util
 from tests.conftest import GLUE_DIR, REPO
 

@@ -19,7 +19,6 @@ initializer_range 0.2, every bias / norm weight perturbed by N(0, 0.1^2), eager 
 """
 import argparse
 import datetime
-import json
 import os
 import shlex
 import sys

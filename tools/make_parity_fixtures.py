@@ -314,7 +314,7 @@ def _self_check(out_dir, minilm_dir):
     w = load_file(os.path.join(folder, "model.safetensors"))
     cfg = json.load(open(os.path.join(folder, "config.json")))
     h, pooled = _np_forward(w, cfg, z["input_ids"], z["attention_mask"], z["token_type_ids"], prefix, family)
-    f64 = lambda k: w[k].astype(np.float64)
+    f64 = lambda k, w=w: w[k].astype(np.float64)
     if name == "tiny_bert_cls":  # pooler -> classifier
       logits = pooled @ f64("classifier.weight").T + f64("classifier.bias")
       check(name + " logits", logits, z["logits"], 1e-5)

@@ -29,12 +29,18 @@ of ``--repeats``, after one warm-up):
 Prints one JSON line. LoRA B is random (not 0) so every kernel is non-zero; the
 cost does not depend on the values.
 """
-import argparse, csv, json, math, sys, time
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+
+import tokenizers
 import torch
 import torch.nn.functional as F
-from torch.func import jacrev, vmap
 from safetensors.torch import load_file
-import tokenizers
+from torch.func import jacrev, vmap
 
 p = argparse.ArgumentParser()
 p.add_argument("--model_dir", required=True)
@@ -123,7 +129,7 @@ def kernel_paper():  # per-example jacrev over all parameters, then slice the Lo
   return torch.einsum("ick,jck->ij", J, J)
 
 def kernel_paper_hf(transformers):
-  """The paper's method on Hugging Face's BertModel (LoRA modules in layers 4, 5; eager attention)."""
+  """The paper's method on Hugging Face's BertModel (LoRA in layers 4, 5; eager attention)."""
 
   class LoRALinear(torch.nn.Module):
     def __init__(self, base, a, b):
@@ -178,7 +184,9 @@ def best(fn, repeats):
   fn()
   ts = []
   for _ in range(repeats):
-    t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    fn()
+    ts.append(time.perf_counter() - t)
   return min(ts)
 
 out = {"n": args.n, "torch": torch.__version__, "threads": torch.get_num_threads(),

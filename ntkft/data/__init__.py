@@ -16,32 +16,29 @@ tensorflow-datasets, imported on call)::
   examples = data.load_examples_tfds("sst2", "train")
 """
 
-from ntkft.data.batching import BATCH_KEYS
-from ntkft.data.batching import TrainStream
-from ntkft.data.batching import batch_at_step
-from ntkft.data.batching import bucket_lengths
-from ntkft.data.batching import epoch_plan
-from ntkft.data.batching import eval_batches
-from ntkft.data.batching import make_batch
-from ntkft.data.batching import padding_fraction
-from ntkft.data.batching import steps_per_epoch
-from ntkft.data.batching import train_batches
-from ntkft.data.fixed_sample import FixedSample
-from ntkft.data.fixed_sample import fixed_sample
-from ntkft.data.fixed_sample import one_padded_batch
-from ntkft.data.readers import DataFormatError
-from ntkft.data.readers import Examples
-from ntkft.data.readers import kshot_dir
-from ntkft.data.readers import load_examples
-from ntkft.data.readers import resolve_path
-from ntkft.data.readers import default_data_root
-from ntkft.data.readers import task_data_dir
+from ntkft.data.batching import (
+    BATCH_KEYS,
+    TrainStream,
+    batch_at_step,
+    bucket_lengths,
+    epoch_plan,
+    eval_batches,
+    make_batch,
+    padding_fraction,
+    steps_per_epoch,
+    train_batches,
+)
+from ntkft.data.fixed_sample import FixedSample, fixed_sample, one_padded_batch
+from ntkft.data.readers import (
+    DataFormatError,
+    Examples,
+    default_data_root,
+    kshot_dir,
+    load_examples,
+    resolve_path,
+    task_data_dir,
+)
 from ntkft.data.subset import subsample
-from ntkft.data.tasks import TASKS
-from ntkft.data.tasks import TaskSpec
-from ntkft.data.tasks import get_task
+from ntkft.data.tasks import TASKS, TaskSpec, get_task
 from ntkft.data.tfds_source import load_examples_tfds
-from ntkft.data.tokenization import Encoded
-from ntkft.data.tokenization import Tokenizer
-from ntkft.data.tokenization import encode
-from ntkft.data.tokenization import load_tokenizer
+from ntkft.data.tokenization import Encoded, Tokenizer, encode, load_tokenizer

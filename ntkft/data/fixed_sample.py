@@ -11,6 +11,7 @@ import numpy as np
 from ntkft.data.readers import Examples
 from ntkft.data.tokenization import Encoded, Tokenizer, encode
 
+
 @dataclasses.dataclass(frozen=True)
 class FixedSample:
   """n tokenized examples and where they came from.

@@ -30,8 +30,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ntkft.models.layers import (AdapterSpec, Dense, Embed, FeedForward,
-                                 LayerNorm, LayerStack, TransformerSizes, dropout, fold)
+from ntkft.models.layers import (
+  AdapterSpec,
+  Dense,
+  Embed,
+  FeedForward,
+  LayerNorm,
+  LayerStack,
+  TransformerSizes,
+  dropout,
+  fold,
+)
 
 PROJECTIONS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 POOLINGS = ("cls", "mean", "last")
@@ -52,7 +61,8 @@ class EncoderConfig(TransformerSizes):
     if self.family not in ("bert", "roberta"):
       raise ValueError(f"unknown encoder family {self.family!r} (bert, roberta)")
     if self.hidden_size % self.num_heads:
-      raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+      raise ValueError(f"hidden_size {self.hidden_size} not divisible by "
+                       f"num_heads {self.num_heads}")
 
   @property
   def position_offset(self) -> int:
@@ -189,7 +199,7 @@ class SequenceClassifier(nnx.Module):
     return self.encoder(self.embed(batch, rng), batch["attention_mask"], rng=fold(rng, 1))
 
   def prefix_states(self, batch, start: int):
-    """Hidden states (B, L, H) entering layer ``start`` (embeddings + layers < start), no dropout."""
+    """Hidden states (B, L, H) into layer ``start`` (embeddings + layers < start); no dropout."""
     return self.encoder(self.embed(batch), batch["attention_mask"], stop=start)
 
   def pool(self, hidden, mask):

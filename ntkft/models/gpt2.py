@@ -37,8 +37,7 @@ from flax import nnx
 
 from ntkft.models import causal
 from ntkft.models.causal import DecoderConfig
-from ntkft.models.layers import (Dense, FeedForward, LayerNorm, PreNormBlock,
-                                 dropout, fold)
+from ntkft.models.layers import Dense, FeedForward, LayerNorm, PreNormBlock, dropout, fold
 
 TARGETS = ("c_attn", "attn_out", "ffn_in", "ffn_out")
 

@@ -37,8 +37,7 @@ from flax import nnx
 
 from ntkft.models import causal
 from ntkft.models.causal import DecoderConfig
-from ntkft.models.layers import (ACTIVATIONS, Dense, PreNormBlock, RMSNorm,
-                                 dropout, fold)
+from ntkft.models.layers import ACTIVATIONS, Dense, PreNormBlock, RMSNorm, dropout, fold
 
 TARGETS = ("query", "key", "value", "attn_out", "gate", "up", "down")
 _FFN_TARGETS = ("gate", "up", "down")

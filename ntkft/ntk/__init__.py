@@ -19,21 +19,17 @@ contraction (jitted Jacobian / NTK-vp pieces), layout (output axes -> kernel
 axes), chunking (memory plans, example chunks), blocks, lengths, sharded,
 budgeted and jacobian_rows (memory-budgeted kernels), operator (matrix-free K v).
 """
-from ntkft.ntk.blocks import BLOCK_MODES
-from ntkft.ntk.blocks import block_names
-from ntkft.ntk.blocks import block_param_counts
-from ntkft.ntk.blocks import block_of_fn
-from ntkft.ntk.blocks import leaf_paths
+from ntkft.ntk.blocks import BLOCK_MODES, block_names, block_of_fn, block_param_counts, leaf_paths
 from ntkft.ntk.budgeted import budgeted_ntk_fn
-from ntkft.ntk.chunking import plan_chunks
-from ntkft.ntk.chunking import plan_param_groups
-from ntkft.ntk.empirical import NtkImplementation
-from ntkft.ntk.empirical import adam_ntk_fn
-from ntkft.ntk.empirical import empirical_ntk_fn
-from ntkft.ntk.empirical import per_block_ntk_fn
-from ntkft.ntk.empirical import symmetric_part
-from ntkft.ntk.operator import kernel_ridge_cg
-from ntkft.ntk.operator import ntk_vp_fn
+from ntkft.ntk.chunking import plan_chunks, plan_param_groups
+from ntkft.ntk.empirical import (
+    NtkImplementation,
+    adam_ntk_fn,
+    empirical_ntk_fn,
+    per_block_ntk_fn,
+    symmetric_part,
+)
+from ntkft.ntk.operator import kernel_ridge_cg, ntk_vp_fn
 
 __all__ = [
     "BLOCK_MODES", "NtkImplementation", "adam_ntk_fn", "block_names", "block_param_counts",

@@ -111,9 +111,10 @@ def bucketed(per_example: Callable, x, buckets: Sequence[int],
   for length, idx in groups:
     size = _padded_size(len(idx), n)
     rows = np.concatenate([idx, np.repeat(idx[:1], size - len(idx))])
-    group = jax.tree.map(lambda a: a[rows], x)
+    group = jax.tree.map(lambda a, rows=rows: a[rows], x)
     out = per_example(cut(group, length, full, size))
-    parts.append(jax.tree.map(lambda a, k=len(idx): a[:k], out))
+    keep = len(idx)
+    parts.append(jax.tree.map(lambda a, k=keep: a[:k], out))
     order.append(idx)
   inverse = np.argsort(np.concatenate(order))
   return jax.tree.map(lambda *a: jnp.concatenate(a)[inverse], *parts)

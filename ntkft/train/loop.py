@@ -39,9 +39,9 @@ from ntkft import data, ntk, peft
 from ntkft.evals import metrics as metrics_lib
 from ntkft.linearize.gap import linearization_gap
 from ntkft.theta0 import build_theta0
-from ntkft.train import checkpoint, distributed, losses, optim, step as step_lib
-from ntkft.train import prefix_cache
+from ntkft.train import checkpoint, distributed, losses, optim, prefix_cache
 from ntkft.train import mesh as mesh_lib
+from ntkft.train import step as step_lib
 from ntkft.train.state import TrainState
 
 

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA = "data"
 FSDP_MIN_SIZE = 2 ** 16  # elements; smaller arrays stay replicated under fsdp

@@ -1,9 +1,9 @@
 """ntkft.diagnostics on a tiny two-output MLP in float64."""
 import jax
-from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from ntkft import diagnostics
 
@@ -89,7 +89,7 @@ def test_remainder_estimate_is_leading_order(x64):
   direction = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params)
   errors = []
   for eps in (1e-1, 1e-2, 1e-3):
-    theta = jax.tree.map(lambda p, v: p + eps * v, params, direction)
+    theta = jax.tree.map(lambda p, v, eps=eps: p + eps * v, params, direction)
     rem = diagnostics.remainder(mlp, params, theta, x, *extra)
     assert rem["measured"] > 0
     errors.append(abs(rem["ratio"] - 1.0))

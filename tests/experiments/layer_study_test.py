@@ -8,7 +8,6 @@ from configs import spectrum_correlation as spectrum_correlation_config
 from experiments import layer_study
 from ntkft import peft, records
 
-
 # ------------------------------------------------------------- K_S statistics
 
 

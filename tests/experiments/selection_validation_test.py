@@ -93,7 +93,7 @@ def test_runlocal_end_to_end_and_resume(tmp_path, data_root, capsys):
     eigs = np.linalg.eigvalsh(z[f"block/layer_{i}"] + z["block/head"])
     kappas[i] = eigs[-1] / eigs[0]
   assert out["selector"]["layers"] == [min(kappas, key=kappas.get)]
-  for name, arm in out["arms"].items():
+  for arm in out["arms"].values():
     assert arm["seeds"] == [0, 1] and len(arm["dev_metric"]) == 2 == len(arm["train_loss"])
     assert arm["mean"] == pytest.approx(np.mean(arm["dev_metric"]))
     assert arm["std"] == pytest.approx(np.std(arm["dev_metric"], ddof=1))

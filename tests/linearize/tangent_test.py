@@ -17,7 +17,6 @@ import pytest
 from ntkft import peft
 from ntkft.linearize import quadratic_apply_fn, tangent_apply_fn, taylor_terms_fn
 from ntkft.models import HeadConfig, flatten, load_pretrained
-
 from tests.conftest import FIXTURES
 
 TINY_BERT = FIXTURES / "parity" / "tiny_bert"

@@ -1,6 +1,5 @@
 """Flax encoder vs Hugging Face reference outputs, masking invariance, loader errors."""
 import json
-import pathlib
 import shutil
 
 import jax
@@ -11,11 +10,8 @@ from safetensors.numpy import load_file, save_file
 
 from ntkft import peft
 from ntkft.models import (
-  AdapterSpec,
   CheckpointMismatchError,
-  EncoderConfig,
   HeadConfig,
-  init_model,
   load_pretrained,
   read_config,
 )

@@ -15,11 +15,9 @@ from safetensors.numpy import load_file
 
 from configs import glue_common
 from ntkft import export_peft, peft
-from ntkft.models import HeadConfig, flatten, load_pretrained
-from ntkft.models import peft_format
+from ntkft.models import HeadConfig, flatten, load_pretrained, peft_format
 from ntkft.train import checkpoint
 from ntkft.train.state import TrainState
-
 from tests.conftest import FIXTURES
 
 CASES = {  # adapter folder -> (base checkpoint, num_labels)

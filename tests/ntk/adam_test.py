@@ -1,5 +1,4 @@
 """Tests for the Adam (SignGD) kernel K = J(x1) sign(J(x2))^T (Malladi et al.)."""
-import pathlib
 
 import jax
 import numpy as np
@@ -8,7 +7,6 @@ from jax.flatten_util import ravel_pytree
 
 from ntkft import ntk
 from tests.ntk import tiny_models
-
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 """Tests for per-block kernels (ntkft.ntk.per_block_ntk_fn) and block naming."""
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +8,6 @@ from jax.flatten_util import ravel_pytree
 
 from ntkft import ntk
 from tests.ntk import tiny_models
-
 
 IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
 

@@ -7,7 +7,6 @@ written out by hand with ``np.einsum`` (independently of the engine's einsum
 builder), with neural-tangents' normalized trace (divide by the traced size).
 """
 import functools
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,6 @@ from jax.flatten_util import ravel_pytree
 
 from ntkft import ntk
 from tests.ntk import tiny_models
-
 
 IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products")
 # (trace_axes, diagonal_axes) -> einsum of the full kernel F[n, s, m, t].

@@ -188,7 +188,6 @@ def test_attention_ignores_padding_tokens(ref, x64):
 @pytest.mark.parametrize("model", list(MODELS))
 def test_fixture_matches_direct_jacobian(ref, x64, model, axes_name, x2_case):
   """Stored NT kernels == contractions of explicit Jacobians (N, O, P)."""
-  apply_fn = getattr(tiny_models, MODELS[model][1])
   params, x1, x2 = _case(ref, model, x2_case)
   jacobian_fn = _jitted_jacobian_fn(model)
   jac1_nop = jacobian_fn(params, x1)

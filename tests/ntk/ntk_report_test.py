@@ -18,7 +18,8 @@ def test_runlocal_writes_kernel_and_spectrum(tmp_path):
   for key in ("n", "num_params", "condition_number", "lambda_min", "lambda_max",
               "effective_rank"):
     assert key in summary, key
-  assert summary["n"] == 8 and summary["num_params"] == 2 * 2 * 8 * 384 * 2  # 2 layers x q,v x (A,B)
+  # 2 layers x (query, value) x (A, B) factors of rank 8 and width 384:
+  assert summary["n"] == 8 and summary["num_params"] == 2 * 2 * 8 * 384 * 2
   saved = np.load(tmp_path / "kernel.npz")
   k = saved["kernel"]
   assert k.shape == (8, 8)

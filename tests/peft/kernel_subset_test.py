@@ -7,7 +7,6 @@ from jax.flatten_util import ravel_pytree
 
 from ntkft import peft
 from ntkft.models import HeadConfig, load_pretrained
-
 from tests.conftest import FIXTURES
 
 TINY_BERT = FIXTURES / "parity" / "tiny_bert"

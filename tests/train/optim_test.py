@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from ntkft.train import losses, optim, step as step_lib
+from ntkft.train import losses, optim
+from ntkft.train import step as step_lib
 from ntkft.train.state import TrainState
 
 

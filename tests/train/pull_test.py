@@ -134,8 +134,8 @@ def test_zero_lambda_does_nothing(form):
   tx = optax.sgd(0.3)
   p, opt_state = params0, tx.init(params0)
   for s in range(10):
-    g = jax.grad(lambda q: _squared_loss(_linear_outputs(q, None, None, batches[s % 4], None),
-                                         batches[s % 4]))(p)
+    b = batches[s % 4]
+    g = jax.grad(lambda q, b=b: _squared_loss(_linear_outputs(q, None, None, b, None), b))(p)
     updates, opt_state = tx.update(g, opt_state, p)
     p = optax.apply_updates(p, updates)
     plain.append(p)

@@ -16,7 +16,6 @@ import numpy as np
 from ntkft import ntk
 from ntkft.ntk import sharded
 from ntkft.train import mesh as mesh_lib
-
 from tests.ntk import tiny_models
 
 
