@@ -58,6 +58,18 @@ def _backends_started() -> bool:
     return False
 
 
+def _initial_xla_flags() -> str | None:
+  """``XLA_FLAGS`` as the process started (Linux /proc); None where unreadable."""
+  try:
+    environ = pathlib.Path("/proc/self/environ").read_bytes().split(b"\0")
+  except OSError:
+    return None
+  for entry in environ:
+    if entry.startswith(b"XLA_FLAGS="):
+      return entry[len(b"XLA_FLAGS="):].decode(errors="replace")
+  return ""
+
+
 # Whether this process's XLA runs with YNN_FUSION_SETTING (decided by the first
 # apply() on os.environ, at import), and whether that apply() added it.
 _setting_in_effect = False
@@ -71,8 +83,10 @@ def apply(environ=os.environ) -> bool:
   is_process_env = environ is os.environ
   if YNN_FUSION_FLAG in flags or not _jaxlib_knows(YNN_FUSION_FLAG):
     if is_process_env and not _added_to_process_env:
-      # Set by the user before Python started, so read when the backend started.
-      _setting_in_effect = YNN_FUSION_SETTING in flags.split()
+      # The user's own setting counts only if XLA read it: set before the backend
+      # started, or (backend already running) in the environment Python started with.
+      read_by_xla = _initial_xla_flags() if _backends_started() else flags
+      _setting_in_effect = YNN_FUSION_SETTING in (read_by_xla or "").split()
     return False
   environ["XLA_FLAGS"] = f"{flags} {YNN_FUSION_SETTING}".strip()
   if is_process_env:

@@ -1,5 +1,8 @@
 """ntkft.xla_workarounds: the XLA_FLAGS edit and the guard (numerics: xla_reduce_fusion_test.py)."""
 import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -29,6 +32,19 @@ def test_apply_sets_flags_when_none():
   env = {}
   assert xla_workarounds.apply(env)
   assert env["XLA_FLAGS"] == xla_workarounds.YNN_FUSION_SETTING
+
+
+def test_initial_flags_are_those_the_process_started_with():
+  """Read from /proc/self/environ: a later edit of os.environ does not show."""
+  code = ("import os; from ntkft import xla_workarounds as w; os.environ['XLA_FLAGS'] = 'late';"
+          "print(repr(w._initial_xla_flags()))")
+  env = {**os.environ, "XLA_FLAGS": "--xla_dump_to=/dev/null"}
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       check=True).stdout.strip()
+  if pathlib.Path("/proc/self/environ").exists():
+    assert "--xla_dump_to=/dev/null" in out and "late" not in out
+  else:
+    assert out == "None"
 
 
 def test_flag_lookup_in_jaxlib():
@@ -96,6 +112,18 @@ def test_only_a_setting_before_backend_start_counts_as_in_effect(monkeypatch):
   # Exported by the user before Python started: in effect whatever the import order.
   monkeypatch.setattr(xla_workarounds, "_added_to_process_env", False)
   monkeypatch.setenv("XLA_FLAGS", xla_workarounds.YNN_FUSION_SETTING)
+  monkeypatch.setattr(xla_workarounds, "_initial_xla_flags",
+                      lambda: xla_workarounds.YNN_FUSION_SETTING)
+  assert not xla_workarounds.apply()
+  assert xla_workarounds._setting_in_effect
+  # Written into os.environ after JAX started (not in the start-up environment): XLA
+  # never read it, so it is not trusted; nor where the start-up environment is unknown.
+  for initial in ("", None):
+    monkeypatch.setattr(xla_workarounds, "_initial_xla_flags", lambda v=initial: v)
+    assert not xla_workarounds.apply()
+    assert not xla_workarounds._setting_in_effect
+  # Set in os.environ before the backend started: read by XLA, trusted.
+  monkeypatch.setattr(xla_workarounds, "_backends_started", lambda: False)
   assert not xla_workarounds.apply()
   assert xla_workarounds._setting_in_effect
   # Another value of the flag (e.g. +dot keeps the reduce fusions): not trusted.
