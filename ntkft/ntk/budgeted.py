@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkft.ntk import blocks as blocks_lib
+from ntkft.ntk import chunking
 from ntkft.ntk import jacobian_rows as rows_lib
 from ntkft.ntk import precision as precision_lib
 
@@ -159,10 +160,6 @@ def _traced(trace_axes) -> bool:
                    f"got trace_axes={trace_axes!r}")
 
 
-def _spans(n: int, size: int):
-  return [(s, min(s + size, n)) for s in range(0, n, size)]
-
-
 def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_mb: float = 4096.0,
                     precision: str = "highest",
                     sparse_tables: Optional[Mapping[str, str]] = None,
@@ -219,7 +216,8 @@ def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_mb: floa
     kernel = np.zeros((n1, n2) + tail, np.float64)          # in (order1, order2) order
     gram = lambda a, b: np.asarray(_gram(a, b, out_size=o, traced=traced,
                                          precision=precision), np.float64)
-    spans1, spans2 = _spans(n1, plan.chunk), _spans(n2, plan.chunk)
+    spans1 = chunking.example_chunks(n1, plan.chunk)[0]
+    spans2 = chunking.example_chunks(n2, plan.chunk)[0]
     for g, group in enumerate(plan.groups):
       for r0, r1 in spans1:
         a = rows.dense(x1, order1[r0:r1], group, plan.microbatch, out_size=o,
@@ -246,7 +244,7 @@ def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_mb: floa
           rows.lookup_gradients(x2, order2, leaf, ids_key, plan.microbatch, o),
           np.asarray(x2[ids_key])[order2])
       vocab = np.unique(np.concatenate([ids1.ravel(), ids2.ravel()]))
-      for v0, v1 in _spans(len(vocab), plan.vocab_block):
+      for v0, v1 in chunking.example_chunks(len(vocab), plan.vocab_block)[0]:
         block = vocab[v0:v1]
         a = rows_lib.scatter_rows(g1, ids1, block)
         b = a if symmetric else rows_lib.scatter_rows(g2, ids2, block)
