@@ -109,9 +109,8 @@ def collect(points: list[dict], workdir) -> list[dict]:
   for k, overrides in enumerate(points):
     name = point_name(k, overrides)
     row = {"point": name, **overrides}
-    path = workdir / name / "summary.json"
-    if path.exists():
-      summary = json.loads(path.read_text())
+    summary = records.finished_summary(workdir / name)
+    if summary is not None:
       row.update({"status": "done"}, **{key: v for key, v in summary.items()
                                         if not isinstance(v, (dict, list))})
     else:
