@@ -28,10 +28,15 @@ import pathlib
 import re
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from ntkft.models.layers import AdapterSpec
-from ntkft.models.pretrained import _LAYER_RULES, _module_path, convert_hf_tensors
+from ntkft.models.pretrained import (
+    _LAYER_RULES,
+    _load_safetensors_file,
+    _module_path,
+    convert_hf_tensors,
+)
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -62,7 +67,7 @@ def read_adapter(folder: str | pathlib.Path) -> tuple[dict, dict[str, np.ndarray
     if config.get(key, default) not in (default, None):
       raise ValueError(f"{folder / ADAPTER_CONFIG}: {key}={config[key]!r} is not supported "
                        f"(ntkft's LoRA is plain alpha/r scaling; need {key}={default!r})")
-  return config, load_file(str(folder / ADAPTER_WEIGHTS))
+  return config, _load_safetensors_file(folder / ADAPTER_WEIGHTS)
 
 
 def from_peft(config: dict, tensors: dict[str, np.ndarray], family: str, where: str = ""
