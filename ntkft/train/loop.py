@@ -178,7 +178,8 @@ def run(config, workdir: str) -> dict:
          **({} if mismatched_enc is None else {"mismatched": mismatched_enc})},
         d.eval_batch_size, d.buckets, d.max_len)
     print(f"prefix cache: layers < {cache.start} computed once per example")
-  outputs_fn = step_lib.model_fn(config.mode, model.apply_fn if cache is None else cache.apply_fn)
+  apply_fn = model.apply_fn if cache is None else cache.apply_fn  # (params, batch) -> outputs
+  outputs_fn = step_lib.model_fn(config.mode, apply_fn)
   loss_fn = losses.loss_fn(loss_kind, task.num_labels, task.is_regression)
   # Place the state by the sharding rules (fresh and restored states then have
   # the same shardings, so a resumed run compiles the same program).
@@ -265,8 +266,7 @@ def run(config, workdir: str) -> dict:
   log(total, "train_eval", train_eval)
   gap = None
   if config.get("lin_gap", False) and config.mode == "nonlinear":  # on the eval split
-    apply = model.apply_fn if cache is None else cache.apply_fn
-    gap = linearization_gap(lambda p, fr, b: apply(peft.combine(p, fr), b), state.trainable0,
+    gap = linearization_gap(lambda p, fr, b: apply_fn(peft.combine(p, fr), b), state.trainable0,
                             state.trainable, state.frozen, dev_batches, feed("dev"))
     log(total, d.eval_split, gap)
   if mismatched_enc is not None:  # MNLI: GLUE reports matched and mismatched
