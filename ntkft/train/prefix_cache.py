@@ -108,8 +108,8 @@ class PrefixCache:
     """``batch`` plus ``'hidden'`` (B, L, H): the cached states of its rows (0 for padding)."""
     index = batch["index"]
     seq_len = batch["input_ids"].shape[1]
-    hidden = self.states[split][np.maximum(index, 0), :seq_len]
-    hidden = np.where((index >= 0)[:, None, None], hidden, 0.0).astype(np.float32)
+    hidden = self.states[split][np.maximum(index, 0), :seq_len]  # a float32 copy
+    hidden[index < 0] = 0.0
     return {**batch, "hidden": hidden}
 
 
