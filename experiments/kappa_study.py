@@ -158,8 +158,8 @@ def run_point(config, point, workdir: pathlib.Path, kernel: dict) -> dict:
                  point["lam"], point["mode"], lr)
   rundir = workdir / "runs" / point["id"]
   summary = loop.run(c, str(rundir))
-  records = [json.loads(l) for l in (rundir / "metrics.jsonl").read_text().splitlines()]
-  curve = [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
+  logged = [json.loads(l) for l in (rundir / "metrics.jsonl").read_text().splitlines()]
+  curve = [(r["step"], r["loss"]) for r in logged if r["split"] == "train"]
   shutil.rmtree(rundir / "ckpt", ignore_errors=True)
   p = config.plateau
   return {"train_loss": summary["train_loss"], "dev_metric": summary["dev_metric"],
