@@ -20,14 +20,13 @@ Writes ``<workdir>/kernel_fit.json``::
   kernel_scale: {kernel: mean diagonal of its train×train matrix},
   kernel_seconds: {kernel: seconds}, wall_seconds
 """
-import json
 import pathlib
 import time
 
 import numpy as np
 import tqdm
 
-from ntkft import cli, data, theta0
+from ntkft import cli, data, records, theta0
 from ntkft.evals import metrics as metrics_lib
 from ntkft.kernel import classifiers
 from ntkft.peft.kernel_subset import KINDS as KERNELS
@@ -142,7 +141,8 @@ def run(config, workdir: str) -> dict:
              "kernel_scale": scale, "kernel_seconds": seconds,
              "kernel_normalization": "divided by the mean diagonal of train x train",
              "wall_seconds": time.time() - t0}
-  (workdir / "kernel_fit.json").write_text(json.dumps(summary, indent=2))
+  # One JSON policy (inf/nan -> null) and the provenance every results file records.
+  records.write_json(workdir / "kernel_fit.json", {**summary, **records.provenance(config)})
   return summary
 
 
