@@ -46,7 +46,7 @@ def choose_criterion(config) -> dict:
   cells = kappa_analysis.cell_table([r for r in runs if r["task"] == config.criterion_task])
   (task, regime, lam, _), rows = min(
       ((k, v) for k, v in cells.items() if k[3] == "nonlinear"),
-      key=lambda kv: kappa_analysis._median([r["lin_gap"] for r in kv[1].values()]))
+      key=lambda kv: kappa_analysis.median_finite([r["lin_gap"] for r in kv[1].values()]))
   best = None
   for name in predictors_lib.STATS:
     for kernel in rows[next(iter(rows))]["predictors"]:

@@ -3,9 +3,12 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from configs import kappa_study as kappa_config
 from experiments import kappa_analysis, kappa_study
+from ntkft.evals import cluster_stats as cs
+from ntkft.spectral import predictors as predictors_lib
 
 RUN_KEYS = {"task", "layers", "seed", "lam", "regime", "train_loss", "dev_metric", "lin_gap",
             "predictors", "plateaued", "curve"}
@@ -33,62 +36,277 @@ def test_plateau_check():
   assert not kappa_study.plateau([(8, 1.0)], 24, 0.05, 0.005)  # too short to tell
 
 
-def _synthetic_runs(tasks=("t1", "t2", "t3", "t4"), sign=1.0, seed=0):
-  """κ unrelated to depth; train loss follows κ (sign) at λ = 10 only; dev follows −κ."""
+# --- The pre-registered analysis (experiments/kappa_analysis.py, Amendment 2). ---------------
+
+TASKS = ("t1", "t2", "t3", "t4")
+ALL_SETS = [(i,) for i in range(6)] + [(i, j) for i in range(6) for j in range(i + 1, 6)]
+KERNELS = [predictors_lib.kernel_name(k, l, h) for k in predictors_lib.KINDS
+           for l in predictors_lib.LAYOUTS for h in predictors_lib.HEADS]
+
+
+def _synthetic(sign=1.0, confound=False, gaps=(0.5, 0.05), gap_noise=0.01, sets=ALL_SETS,
+               tasks=TASKS, seeds=(0, 1, 2), n=128, seed=0):
+  """(runs, planned) of the amended design: tasks × sets × seeds × regimes (a, b) × λ (0, 10),
+  nonlinear, + the tangent cell (tasks[0], a, 0, linearized).
+
+  Only regime (a) at λ = 10 carries a signal: train loss = sign·log κ_λ + noise and dev
+  metric = −log κ_λ + noise, κ_λ of plain_flat_head (confound: both follow depth, and so does
+  λmax, so κ_λ adds nothing beyond depth). lin_gap ≈ gaps[0] at λ = 0, gaps[1] at λ = 10.
+  """
   rng = np.random.default_rng(seed)
-  sets = [(i,) for i in range(6)] + [(i, i + 1) for i in range(5)]
-  runs = []
+  runs, planned = [], {}
   for task in tasks:
-    kappa = {s: rng.uniform(1, 100) for s in sets}
+    if confound:
+      lmax = {s: 300.0 * (1 + max(s)) ** 2 * np.exp(0.1 * rng.normal()) for s in sets}
+    else:
+      lmax = {s: 10 ** rng.uniform(2, 4) for s in sets}
+    lmin = {s: 10 ** rng.uniform(-3, 0) for s in sets}
     for s in sets:
-      for seed_ in range(3):
-        k = kappa[s] * (1 + 0.01 * rng.normal())
-        for regime in ("a", "b"):
-          for lam in (0.0, 10.0):
-            follows = regime == "a" and lam == 10.0
-            loss = sign * k + 2 * rng.normal() if follows else rng.normal()
-            pred = {n: {"kappa": k, "lambda_min": 1.0, "lambda_max": k,
-                        "effective_rank": 1.0, "alignment": 0.1}
-                    for n in ("plain_flat_head", "sign_flat_head")}
-            runs.append({"task": task, "layers": list(s), "seed": seed_, "lam": lam,
-                         "regime": regime, "mode": "nonlinear", "depth": max(s),
-                         "size": len(s), "train_loss": loss,
-                         "dev_metric": -k if follows else rng.normal(),
-                         "lin_gap": 0.05 if lam == 10.0 else 0.5, "plateaued": True,
-                         "predictors": pred})
-  return runs
+      for seed_ in seeds:
+        pred = {"lambda_max": lmax[s] * (1 + 0.01 * rng.normal()), "lambda_min": lmin[s],
+                "effective_rank": rng.uniform(1, 50), "alignment": rng.uniform(0, 1),
+                "lambda_min_clamped": False}
+        pred["kappa"] = pred["lambda_max"] / pred["lambda_min"]
+        preds = {k: dict(pred) for k in KERNELS}
+        cells = [(g, lam, "nonlinear") for g in ("a", "b") for lam in (0.0, 10.0)]
+        if task == tasks[0]:
+          cells.append(("a", 0.0, "linearized"))
+        for regime, lam, mode in cells:
+          follows = regime == "a" and lam == 10.0 and mode == "nonlinear"
+          logk = np.log(kappa_analysis.kappa_lambda(pred, n, lam))
+          if follows and confound:
+            loss, dev = max(s) + 0.2 * rng.normal(), -max(s) + 0.2 * rng.normal()
+          elif follows:
+            loss, dev = sign * logk + 0.1 * rng.normal(), -logk + 0.1 * rng.normal()
+          else:
+            loss, dev = rng.normal(), rng.normal()
+          gap = gaps[int(lam == 10.0)] * (1 + gap_noise * rng.normal())
+          runs.append({"task": task, "layers": list(s), "seed": seed_, "lam": lam,
+                       "regime": regime, "mode": mode, "depth": max(s), "size": len(s),
+                       "n_kernel": n, "train_loss": loss, "dev_metric": dev, "lin_gap": gap,
+                       "plateaued": True, "diverged": False, "predictors": preds})
+          planned.setdefault((task, regime, lam, mode), []).append((s, seed_))
+  return runs, planned
 
 
-@pytest.fixture(scope="module")
-def small_config():
+def _config(num_boot=200, tasks=TASKS):
   config = kappa_config.get_config()
-  config.num_boot = 200
+  config.tasks = tasks
+  config.lams = (0.0, 10.0)
+  config.num_boot = num_boot
   return config
 
 
-def test_verdicts_follow_the_preregistered_rules(small_config):
-  out = {v["hypothesis"]: v for v in kappa_analysis.verdicts(
-      small_config, kappa_analysis.cell_table(_synthetic_runs()), complete=True)}
-  assert out["H1"]["lambda_star"] == {t: 10.0 for t in ("t1", "t2", "t3", "t4")}
-  assert out["H1"]["verdict"] == "supported" and out["H1"]["estimate"] > 0.9
-  assert out["H2"]["verdict"] == "supported"
-  assert out["H4"]["verdict"] == "supported"
-  assert out["H3"]["verdict"] in ("refuted", "undecided")  # regime b: loss unrelated to κ
-  flipped = {v["hypothesis"]: v for v in kappa_analysis.verdicts(
-      small_config, kappa_analysis.cell_table(_synthetic_runs(sign=-1.0)), complete=True)}
-  assert flipped["H1"]["verdict"] == "refuted"
+def _verdicts(runs, planned, config=None):
+  config = config or _config()
+  return {v["id"]: v for v in kappa_analysis.verdicts(config, kappa_analysis.cell_table(runs),
+                                                       planned)}
 
 
-def test_gates_make_verdicts_undecided():
-  small_config = kappa_config.get_config()
-  small_config.num_boot = 20
-  runs = _synthetic_runs()
+@pytest.fixture(scope="module")
+def planted():
+  runs, planned = _synthetic()
+  return runs, planned, kappa_analysis.analyse(_config(), runs, planned, num_boot_exploratory=50)
+
+
+def test_kappa_lambda_is_the_condition_number_of_the_pulled_operator():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(6, 4))
+  k = a @ a.T + 1e-3 * np.eye(6)  # PSD, well conditioned enough for eigvalsh
+  eig = np.linalg.eigvalsh(k)
+  pred = {"lambda_min": eig[0], "lambda_max": eig[-1]}
+  n, lam = 6, 0.3
+  assert kappa_analysis.kappa_lambda(pred, n, lam) == pytest.approx(
+      np.linalg.cond(k + n * lam * np.eye(6)), rel=1e-9)
+  assert kappa_analysis.kappa_lambda(pred, n, 0.0) == pytest.approx(eig[-1] / eig[0])
+  assert kappa_analysis.kappa_lambda({"lambda_min": -1e-9, "lambda_max": 5.0}, 128, 0.0) == np.inf
+  assert kappa_analysis.kappa_lambda({"lambda_min": -1e-9, "lambda_max": 5.0}, 128, 10.0) == \
+      pytest.approx((5 + 1280) / (1280 - 1e-9))
+  assert np.isnan(kappa_analysis.kappa_lambda({"lambda_min": None, "lambda_max": 5.0}, 8, 1.0))
+
+
+def test_h1_and_h2_estimates_rederived_by_hand(planted):
+  """A reviewer's check: the stored estimates from the run records with scipy alone."""
+  runs, _, out = planted
+  stored = {v["id"]: v for v in out["verdicts"]}
+
+  def rows(task, lam):
+    return [r for r in runs if r["task"] == task and r["regime"] == "a" and r["lam"] == lam
+            and r["mode"] == "nonlinear"]
+
+  def rho(task, lam):
+    rs = rows(task, lam)
+    x = [(r["predictors"]["plain_flat_head"]["lambda_max"] + r["n_kernel"] * lam)
+         / (r["predictors"]["plain_flat_head"]["lambda_min"] + r["n_kernel"] * lam) for r in rs]
+    return stats.spearmanr(x, [r["train_loss"] for r in rs]).statistic
+
+  h1, h2 = [], []
+  for task in TASKS:
+    star = min((0.0, 10.0), key=lambda lam: np.median([r["lin_gap"] for r in rows(task, lam)]))
+    assert stored["H1"]["lambda_star"][task] == star == 10.0
+    h1.append(rho(task, star))
+    h2.append(rho(task, star) - rho(task, 0.0))
+  assert stored["H1"]["estimate"] == pytest.approx(np.mean(h1), abs=1e-12)
+  assert stored["H2"]["estimate"] == pytest.approx(np.mean(h2), abs=1e-12)
+  assert stored["H1"]["per_task"] == pytest.approx(dict(zip(TASKS, h1)), abs=1e-12)
+
+
+def test_verdicts_follow_the_preregistered_rules(planted):
+  runs, planned, out = planted
+  v = {r["id"]: r for r in out["verdicts"]}
+  assert [r["id"] for r in out["verdicts"]] == ["H1", "H2", "H3", "H4"]
+  for r in out["verdicts"]:
+    assert r["hypothesis"] == r["id"] and r["statistic"] == "kappa_lambda"
+    assert {"estimate", "ci", "partial", "partial_ci", "p", "holm_level", "verdict", "reason",
+            "lambda_star", "prediction"} <= set(r)
+  assert v["H1"]["verdict"] == "supported" and v["H1"]["estimate"] > 0.9
+  assert v["H2"]["verdict"] == "supported"
+  assert v["H4"]["verdict"] == "supported" and v["H4"]["estimate"] < -0.9
+  assert v["H3"]["verdict"] != "supported"  # regime (b): loss unrelated to κ_λ
+  assert sorted(r["holm_level"] for r in out["verdicts"]) == pytest.approx(
+      [0.0125, 0.05 / 3, 0.025, 0.05])
+  flipped = _verdicts(*_synthetic(sign=-1.0))
+  assert flipped["H1"]["verdict"] == "refuted" and "opposite" in flipped["H1"]["reason"]
+  assert flipped["H2"]["verdict"] == "refuted"
+
+
+def test_verdict_precedence():
+  rule = lambda ci, pci, rejected=True, gate=(True, ""), sign=1: kappa_analysis.verdict_rule(
+      sign, ci, pci, rejected, gate, 0.2)
+  assert rule([0.3, 0.8], [0.1, 0.6])[0] == "supported"
+  assert rule([-0.8, -0.3], [-0.6, -0.1], sign=-1)[0] == "supported"
+  # Excludes 0 in the predicted direction but a strong effect is excluded: refuted first.
+  assert rule([0.05, 0.15], [0.05, 0.15]) == (
+      "refuted", "CI excludes predicted-direction effects of 0.2 or more")
+  assert rule([-0.7, -0.3], [-0.7, -0.3])[0] == "refuted"
+  assert rule([0.3, 0.7], [0.3, 0.7], sign=-1)[0] == "refuted"
+  # The raw correlation holds, the partial does not: undecided, never refuted.
+  assert rule([0.3, 0.8], [-0.4, 0.5]) == (
+      "undecided", "the correlation holds but not controlling depth and size")
+  assert rule([0.3, 0.8], [float("nan")] * 2)[0] == "undecided"
+  assert rule([0.3, 0.8], [0.1, 0.6], rejected=False)[0] == "undecided"  # Holm stopped
+  assert rule([-0.1, 0.6], [0.1, 0.6])[0] == "undecided"
+  # A failed gate prevents every verdict, "refuted" included (§4's proviso, kept).
+  assert rule([-0.7, -0.3], [-0.7, -0.3], gate=(False, "lin_gap")) == ("undecided", "lin_gap")
+  assert rule([float("nan")] * 2, [0.1, 0.2])[0] == "undecided"
+
+
+def test_raw_correlation_without_the_partial_is_undecided():
+  v = _verdicts(*_synthetic(confound=True))["H1"]
+  assert v["estimate"] > 0.5 and v["ci"][0] > 0 and v["holm_rejected"]
+  assert abs(v["partial"]) < 0.3 and v["partial_ci"][0] < 0 < v["partial_ci"][1]
+  assert v["verdict"] == "undecided" and "controlling depth and size" in v["reason"]
+
+
+def test_plateau_gates_h4_only():
+  runs, planned = _synthetic()
   for r in runs:
     r["plateaued"] = False
-  out = kappa_analysis.verdicts(small_config, kappa_analysis.cell_table(runs), complete=True)
-  assert all(v["verdict"] == "undecided" and "plateau" in v["reason"] for v in out)
-  incomplete = kappa_analysis.verdicts(small_config, kappa_analysis.cell_table(runs), False)
-  assert all(v["estimate"] is None and v["verdict"] == "undecided" for v in incomplete)
+  v = _verdicts(runs, planned)
+  assert v["H4"]["verdict"] == "undecided" and "plateau" in v["H4"]["reason"]
+  assert v["H1"]["verdict"] == v["H2"]["verdict"] == "supported"
+  assert "plateau" not in v["H3"]["reason"]
+
+
+def test_lin_gap_gate_and_its_proviso_on_refuted():
+  v = _verdicts(*_synthetic(sign=-1.0, gaps=(0.5, 0.3)))
+  for h in ("H1", "H2", "H4"):  # flipped H1 would be refuted; a failed gate makes it undecided
+    assert v[h]["verdict"] == "undecided" and "lin_gap" in v[h]["reason"]
+    assert v[h]["estimate"] is not None
+  assert "lin_gap" not in v["H3"]["reason"]  # regime (b) is not lin_gap-gated
+
+
+def test_incomplete_only_where_a_hypothesis_lacks_its_own_runs():
+  runs, planned = _synthetic()
+  drop = lambda rs, **kw: [r for r in rs if any(r[k] != v for k, v in kw.items())]
+  # A run of regime (b) at λ = 0 missing: H3 (its λ* needs that cell) only.
+  v = _verdicts(drop(runs, task="t3", regime="b", lam=0.0, seed=2, layers=[1, 4]), planned)
+  assert v["H3"]["verdict"] == "undecided" and v["H3"]["reason"].startswith("incomplete")
+  assert v["H3"]["estimate"] is None and v["H3"]["ci"] is None
+  assert "t3/b/λ=0/nonlinear" in v["H3"]["reason"] and "seeds [2]" in v["H3"]["reason"]
+  assert v["H1"]["verdict"] == v["H2"]["verdict"] == v["H4"]["verdict"] == "supported"
+  # A whole seed of regime (a) at λ = 0 missing: H1, H2, H4.
+  v = _verdicts(drop(runs, task="t2", regime="a", lam=0.0, seed=1), planned)
+  assert all(v[h]["reason"].startswith("incomplete") for h in ("H1", "H2", "H4"))
+  assert v["H3"]["estimate"] is not None
+  # Points outside the family's cells (the tangent runs) missing, a run diverged: complete.
+  runs2 = drop(runs, mode="linearized", seed=0)
+  runs2[0]["diverged"] = True
+  del runs2[1]["diverged"]  # records before the flag existed
+  v = _verdicts(runs2, planned)
+  assert not any(v[h]["reason"].startswith("incomplete") for h in v)
+
+
+def _slow_estimate(h, cells, partial):
+  """The estimate by definition on a {task: [(layers, seed), ...]} sample (repeats kept)."""
+
+  def rho(rs, lam):
+    x = [kappa_analysis.kappa_lambda(r["predictors"][h["kernel"]], r["n_kernel"], lam)
+         for r in rs]
+    y = [r[h["outcome"]] for r in rs]
+    if partial:
+      return cs.partial_spearman(x, y, [[max(r["layers"]) for r in rs],
+                                        [len(r["layers"]) for r in rs]])
+    return cs.spearman(x, y)
+
+  def estimate(sample):
+    per_task = []
+    for task, keys in sample.items():
+      rows = {lam: [cells[(task, h["regime"], lam, "nonlinear")][k] for k in keys]
+              for lam in (0.0, 10.0)}
+      gaps = [kappa_analysis.median_finite([r["lin_gap"] for r in rows[lam]])
+              for lam in (0.0, 10.0)]
+      star = (0.0, 10.0)[int(np.argmin(gaps))]
+      per_task.append(rho(rows[star], star)
+                      - (rho(rows[0.0], 0.0) if h["lam"] == "star-0" else 0.0))
+    return float(np.nanmean(per_task))
+
+  return estimate
+
+
+def test_crossed_bootstrap_matches_the_slow_definition():
+  """The vectorized resamples (λ* re-chosen in each) equal cluster_stats.crossed_bootstrap
+  of the estimate written out by definition."""
+  tasks, sets = ("t1", "t2"), ALL_SETS[::2]
+  runs, planned = _synthetic(gaps=(0.2, 0.2), gap_noise=0.3, sets=sets, tasks=tasks)
+  cells = kappa_analysis.cell_table(runs)
+  config = _config(tasks=tasks)
+  keys = {t: sorted(cells[(t, "a", 0.0, "nonlinear")]) for t in tasks}
+  for h in kappa_analysis.HYPOTHESES[:2]:  # H1 (at λ*) and H2 (λ* minus 0)
+    fast = kappa_analysis.confirmatory_samples(config, h, cells, planned, 40, seed=5)
+    assert {float(s) for s in fast["boot_lambda_star"]["t1"]} == {0.0, 10.0}
+    for partial, name in ((False, "boot"), (True, "boot_partial")):
+      slow = cs.crossed_bootstrap(_slow_estimate(h, cells, partial), keys, 40, seed=5)
+      np.testing.assert_allclose(fast[name], slow, atol=1e-10)
+      assert fast["partial" if partial else "estimate"] == pytest.approx(
+          _slow_estimate(h, cells, partial)(keys), abs=1e-12)
+
+
+def test_cells_and_exploratory_tables(planted):
+  runs, planned, _ = planted
+  runs = [dict(r) for r in runs]
+  hit = [r for r in runs if r["task"] == "t2" and r["regime"] == "b" and r["lam"] == 10.0]
+  hit[0]["diverged"], hit[1]["plateaued"] = True, False
+  out = kappa_analysis.analyse(_config(num_boot=20), runs, planned, num_boot_exploratory=50)
+  cells = {(c["task"], c["regime"], c["lam"], c["mode"]): c for c in out["cells"]}
+  c = cells[("t2", "b", 10.0, "nonlinear")]
+  assert c["n"] == c["n_planned"] == 63 and c["n_diverged"] == 1
+  assert c["plateaued"] == pytest.approx(62 / 63)
+  assert cells[("t1", "a", 0.0, "linearized")]["n"] == 63
+  assert [k for k, c in cells.items() if c["lambda_star"]] == [
+      (t, g, 10.0, "nonlinear") for t in TASKS for g in ("a", "b")]
+  table = {(e["task"], e["regime"], e["lam"], e["mode"]): e["rho"] for e in out["exploratory"]}
+  assert len(table) == 4 * 4 + 1
+  rho = table[("t1", "a", 10.0, "nonlinear")]
+  assert len(rho) == 2 * (2 + 8 * 6)
+  e = rho["plain_flat_head.kappa_lambda:train_loss"]
+  rows = [r for r in runs if r["task"] == "t1" and r["regime"] == "a" and r["lam"] == 10.0
+          and r["mode"] == "nonlinear"]
+  x = [kappa_analysis.kappa_lambda(r["predictors"]["plain_flat_head"], 128, 10.0) for r in rows]
+  assert e["rho"] == pytest.approx(stats.spearmanr(x, [r["train_loss"] for r in rows])[0])
+  assert 0 < e["ci"][0] <= e["rho"] <= e["ci"][1] and "partial_ci" in e
+  assert set(rho["depth:dev_metric"]) == {"rho", "ci"}
+  assert "sign_traced_nohead.kappa:dev_metric" in rho
 
 
 def test_runlocal_writes_results_and_resumes(tmp_path):
