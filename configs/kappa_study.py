@@ -1,15 +1,17 @@
-"""The pre-registered kappa study (docs/preregistration.md, issue 15).
+"""The pre-registered kappa study (docs/preregistration.md with Amendment 2; issues 15, 20).
 
   python -m experiments.kappa_study --config=configs/kappa_study.py --workdir=W
   python -m experiments.kappa_study --config=configs/kappa_study.py:runlocal --workdir=/tmp/k
 
-A sweep of points, seed-major: per (seed, task, layer set) one kernel point (the
-8 kernels' predictors at the run's exact θ0 on its n_train examples), then one
-run point per (regime, λ) (+ the tangent runs). Each point writes
+A sweep of points, seed-major: per (seed, task) one kernel point (the 8 kernels'
+predictors of every layer set at the runs' exact θ0 on their n_train examples,
+float64 Grams), then one run point per (layer set, regime, λ) (+ the tangent
+runs), all of a (seed, task) in one warm runner. Each point writes
 ``W/points/<id>.json`` when done; a rerun skips finished points, so interrupting
-loses at most the point in progress; ``W/results.json`` is rewritten from all
-finished points after each one (partial results) and holds the verdicts once
-every point exists.
+loses at most the point in progress; ``W/results.json`` is written from all
+finished points when the process ends (``max_seconds``, all done, or
+``collect_only``) and holds the verdicts of every hypothesis whose cells are
+complete.
 
 Design fields mirror the pre-registration; changing them for the full study is
 an amendment (log it there). ``finetune`` overrides configs/glue_common.py for
@@ -27,12 +29,14 @@ def get_config(arg=None):
   arg = config_lib.parse_arg(arg, runlocal=False)
   c = ml_collections.ConfigDict()
   c.tasks = TASKS
-  c.layer_sets = ()                 # (): the 6 single layers and 5 adjacent pairs
+  c.layer_sets = ()                 # (): the 6 single layers and the 15 pairs (Amendment 2)
   c.seeds = (0, 1, 2)
-  c.lams = (0.0, 1.0, 10.0)
+  c.lams = (0.0, 10.0)
   c.regimes = ("a", "b")
   c.tangent = dict(tasks=("sst2",), regime="a", lams=(0.0,))  # tangent-model runs
-  c.kernel_chunk = 32               # examples per kernel chunk
+  c.kernel_chunk = 32               # examples per Jacobian chunk
+  c.max_seconds = 0.0               # stop starting points after this long (0: no limit)
+  c.collect_only = False            # True: only rebuild results.json from the stored points
   c.num_boot = 2000
   c.boot_seed = 0
   c.alpha = 0.05                    # Holm family-wise level
@@ -46,7 +50,7 @@ def get_config(arg=None):
                 dropout=0.0, init="zero_b", head=True),
       data=dict(kshot="512-13", train_split="train", eval_split="test", n_train=128,
                 n_eval=256, stratified=True, max_len=64, buckets=(32, 64), batch_size=16,
-                eval_batch_size=128),
+                eval_batch_size=256),
       train=dict(steps=96, log_every=8, eval_every=0, ckpt_every=1_000_000, ckpt_keep=1,
                  progress=False),
       prefix_cache=True, lin_gap=True)
@@ -60,7 +64,6 @@ def get_config(arg=None):
     c.layer_sets = ((5,), (4, 5))
     c.seeds = (0, 1)
     c.lams = (0.0, 10.0)
-    c.tangent.tasks = ()            # the tangent path is covered by tests/train/loop_test.py
     c.kernel_chunk = 16
     c.num_boot = 200
     c.plateau.window = 2

@@ -16,17 +16,9 @@ import jax.numpy as jnp
 from ntkft.typing import Params
 
 
-def linearization_gap(apply_fn: Callable, params0: Params, params: Params, frozen: Params,
-                      batches: Iterable[dict], put: Callable = lambda b: b) -> dict:
-  """``{"lin_gap", "nonlinear_norm", "move_norm"}`` over the real rows of ``batches``.
-
-  Args:
-    apply_fn: ``apply_fn(params, frozen, batch) -> (B, C)``, deterministic.
-    params0, params: θ0 and θ_T (same pytree).
-    frozen: passed through to ``apply_fn``.
-    batches: dicts with ``weights`` (B,), 0 for padding rows.
-    put: host batch -> the arrays ``apply_fn`` takes (e.g. sharding, cached states).
-  """
+def gap_sums_fn(apply_fn: Callable) -> Callable:
+  """jit of ``sums(p0, p, frozen, batch) -> (‖f − f0 − J d‖², ‖f − f0‖²)`` over a batch's
+  real rows, d = p − p0 (one jax.jvp); keep it to reuse its compilations."""
 
   @jax.jit
   def sums(p0, p, fr, batch):
@@ -37,6 +29,23 @@ def linearization_gap(apply_fn: Callable, params0: Params, params: Params, froze
     return (jnp.sum(jnp.where(w, jnp.square(f - f0 - jd), 0.0)),
             jnp.sum(jnp.where(w, jnp.square(f - f0), 0.0)))
 
+  return sums
+
+
+def linearization_gap(apply_fn: Callable, params0: Params, params: Params, frozen: Params,
+                      batches: Iterable[dict], put: Callable = lambda b: b,
+                      sums: Callable | None = None) -> dict:
+  """``{"lin_gap", "nonlinear_norm", "move_norm"}`` over the real rows of ``batches``.
+
+  Args:
+    apply_fn: ``apply_fn(params, frozen, batch) -> (B, C)``, deterministic.
+    params0, params: θ0 and θ_T (same pytree).
+    frozen: passed through to ``apply_fn``.
+    batches: dicts with ``weights`` (B,), 0 for padding rows.
+    put: host batch -> the arrays ``apply_fn`` takes (e.g. sharding, cached states).
+    sums: ``gap_sums_fn(apply_fn)`` if already built (None: built here).
+  """
+  sums = gap_sums_fn(apply_fn) if sums is None else sums
   gap2 = move2 = 0.0
   for batch in batches:
     g, m = sums(params0, params, frozen, put(batch))

@@ -62,7 +62,9 @@ def train_step(state: TrainState, batch, *, outputs_fn: Callable, loss_fn: Calla
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
              "param_distance": optax.tree.norm(delta),
              "objective": loss + 0.5 * lam * jnp.square(optax.tree.norm(delta))}
-  if lam > 0 and pull_form == "loss":
+  # ``lam`` may be traced (one compiled step for every λ, ntkft.train.warm_runs):
+  # then the pull term is always in the program (λ = 0 adds exactly 0).
+  if pull_form == "loss" and (not isinstance(lam, (int, float)) or lam > 0):
     grads, metrics["pull_on"] = pull.pull_gradient(grads, state.trainable, state.trainable0,
                                                    lam, selective, block_of)
   updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
