@@ -1,0 +1,209 @@
+"""Runs to merge: a finished ``ntkft.run`` workdir as arrays, the θ0 check, merged models.
+
+  runs = load_runs(["runs/sst2", "runs/rte"])   # checked: one mode, one θ0, one LoRA layout
+  taus = [run_task_vector(r) for r in runs]
+  delta = vectors.weighted_sum(taus, [0.4, 0.4])
+  for r in runs:
+    metrics = evaluate(r, merged_trainable(r, delta), dev_set(r))
+
+A run's checkpoint (``<workdir>/ckpt/<step>``, the whole ``TrainState``) holds
+its trained θ_T = (φ_T, h_T), its θ0 = (φ0, h0) (``trainable0``) and the frozen
+weights. With δ the merged vector (Σ_t α_t τ_t, or λ τ_TIES), task t's merged
+model keeps its own trained head h_t and the mode it was trained in:
+
+  nonlinear:   f_t((φ0 + δ, h_t); x)
+  linearized:  f_t(θ0; x) + J_t(θ0; x) (δ, h_t − h0_t)        (one jax.jvp)
+
+so for linearized runs the merged outputs are f_t(θ0) + J_t Δh_t + Σ_s α_s J_t τ_s,
+linear in the α's (tested task by task). Runs merge only when they share φ0 leaf
+for leaf (same model, LoRA layout and seed: fresh leaves are keyed by name and
+seed, so every task's A at θ0 is the same) and the frozen base model, and train
+the same shared leaves with the same LoRA scaling.
+"""
+import dataclasses
+import json
+import pathlib
+from typing import Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ntkft import data, records, theta0
+from ntkft.merge import vectors
+from ntkft.models import flatten
+from ntkft.peft import combine
+from ntkft.train import loop, losses
+from ntkft.train import step as step_lib
+from ntkft.typing import Params
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A finished run as arrays (numpy), with its model's jitted evaluation.
+
+  Attributes:
+    workdir: the run's folder.
+    config: its ``config.json`` (a ConfigDict).
+    step: the checkpoint step read.
+    trainable, trainable0, frozen: nested dicts of the checkpointed TrainState.
+    adapters: {module path: (rank, alpha)} of the model's LoRA adapters.
+    apply_fn: the model, ``apply_fn(params, batch, rng=None) -> (B, O)`` on the combined
+      (trainable + frozen) nested dict (``ntkft.models.Model.apply_fn``).
+    eval_fn: jitted ``eval_fn(trainable, trainable0, frozen, batch) -> ((B, O) outputs,
+      loss)`` of the run's mode (dropout off).
+    source: the model folder (its tokenizer encodes the dev set).
+    summary: its ``summary.json``, or None.
+  """
+  workdir: pathlib.Path
+  config: ml_collections.ConfigDict
+  step: int
+  trainable: Params
+  trainable0: Params
+  frozen: Params
+  adapters: dict
+  apply_fn: Callable
+  eval_fn: Callable
+  source: pathlib.Path
+  summary: dict | None
+
+  @property
+  def mode(self) -> str:
+    return self.config.mode
+
+  @property
+  def task(self) -> data.TaskSpec:
+    return data.get_task(self.config.task)
+
+
+def _last_state(workdir: pathlib.Path) -> tuple[dict, int]:
+  directory = workdir.resolve() / "ckpt"
+  if not directory.is_dir():
+    raise FileNotFoundError(f"no checkpoints in {directory} (not an ntkft.run workdir?)")
+  with ocp.CheckpointManager(directory) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    state = mngr.restore(step, args=ocp.args.StandardRestore())
+  return state, int(step)
+
+
+def load_run(workdir: str | pathlib.Path) -> Run:
+  """The last checkpoint of an ``ntkft.run`` workdir, with its model (θ0 built from its config).
+
+  Raises:
+    FileNotFoundError: no config.json or no complete checkpoint in ``workdir``.
+    ValueError: an unknown mode in its config.
+  """
+  workdir = pathlib.Path(workdir)
+  config_path = workdir / "config.json"
+  if not config_path.is_file():
+    raise FileNotFoundError(f"no config.json in {workdir} (not an ntkft.run workdir?)")
+  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  if config.mode not in step_lib.MODES:
+    raise ValueError(f"{config_path}: unknown mode {config.mode!r}; choose from {step_lib.MODES}")
+  state, step = _last_state(workdir)
+  model = theta0.build_theta0(config).model
+  task = data.get_task(config.task)
+  outputs = step_lib.model_fn(config.mode, model.apply_fn)
+  loss = losses.loss_fn(config.loss, task.num_labels, task.is_regression)
+
+  def eval_fn(p, p0, frozen, batch):
+    out = outputs(p, p0, frozen, batch, None)
+    return out, loss(out, batch)
+
+  as_numpy = lambda tree: jax.tree.map(np.asarray, tree)
+  return Run(workdir=workdir, config=config, step=step, trainable=as_numpy(state["trainable"]),
+             trainable0=as_numpy(state["trainable0"]), frozen=as_numpy(state["frozen"]),
+             adapters={k: (a.rank, a.alpha) for k, a in model.adapters.items()},
+             apply_fn=model.apply_fn, eval_fn=jax.jit(eval_fn), source=pathlib.Path(model.source),
+             summary=records.finished_summary(workdir))
+
+
+def _shared(params: Params) -> dict:
+  return {k: v for k, v in flatten(params).items() if not vectors.is_head(k)}
+
+
+def check_same_theta0(a: Run, b: Run) -> None:
+  """Refuses two runs whose shared θ0 (``trainable0`` and frozen leaves outside the head) differ.
+
+  Raises:
+    ValueError: one line naming both runs and the first differing leaf (sorted by name).
+  """
+  where = f"runs {a.workdir} and {b.workdir} do not share θ0 (same model, LoRA layout and seed)"
+  for part in ("trainable0", "frozen"):
+    fa, fb = _shared(getattr(a, part)), _shared(getattr(b, part))
+    only = sorted(set(fa) ^ set(fb))
+    if only:
+      raise ValueError(f"{where}: {part} leaf {only[0]!r} is in only one of them")
+    for name in sorted(fa):
+      x, y = np.asarray(fa[name]), np.asarray(fb[name])
+      if x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(x, y):
+        raise ValueError(f"{where}: {part} leaf {name!r} differs")
+
+
+def check_mergeable(runs: Sequence[Run]) -> str:
+  """The runs' common mode, after checking that their task vectors can be added.
+
+  Raises:
+    ValueError: no runs; runs of different modes; θ0 differs (:func:`check_same_theta0`);
+      other LoRA scalings (rank, alpha).
+  """
+  if not runs:
+    raise ValueError("no runs to merge")
+  first = runs[0]
+  for r in runs[1:]:
+    if r.mode != first.mode:
+      raise ValueError(f"runs mix modes: {first.workdir} is {first.mode}, {r.workdir} is "
+                       f"{r.mode}; merge runs of one mode")
+    check_same_theta0(first, r)
+    if r.adapters != first.adapters:
+      raise ValueError(f"runs {first.workdir} and {r.workdir} have different LoRA adapters "
+                       "(module paths, rank or alpha); their task vectors do not add")
+  return first.mode
+
+
+def load_runs(workdirs: Sequence[str | pathlib.Path]) -> list[Run]:
+  """:func:`load_run` of each workdir, checked by :func:`check_mergeable`; the runs then hold
+  one copy of the (equal) frozen base model."""
+  runs = [load_run(w) for w in workdirs]
+  check_mergeable(runs)
+  base = _shared(runs[0].frozen)
+  return [dataclasses.replace(r, frozen=combine(base, r.frozen)) for r in runs]
+
+
+def run_task_vector(run: Run) -> dict:
+  """τ = φ_T − φ0 of a run (float64; its shared trainable leaves)."""
+  return vectors.task_vector(run.trainable, run.trainable0)
+
+
+def merged_trainable(run: Run, delta: Params) -> dict:
+  """(φ0 + δ, h_T): the run's θ0 moved by the merged vector ``delta``, with its trained head."""
+  head = {k: v for k, v in flatten(run.trainable).items() if vectors.is_head(k)}
+  return combine(head, vectors.apply_vector(run.trainable0, delta))
+
+
+def dev_set(run: Run, n_eval: int = 0) -> data.Encoded:
+  """The run's eval split as its run encoded it (``ntkft.train.loop.load_data``); with
+  ``n_eval`` > 0, that many examples drawn with the run's seed instead (a run with
+  ``data.n_eval=n_eval`` would see these)."""
+  config = ml_collections.ConfigDict(run.config.to_dict())
+  if n_eval:
+    config.data.n_eval = int(n_eval)
+  _, dev, _ = loop.load_data(config, run.task, data.load_tokenizer(run.source))
+  return dev
+
+
+def outputs(run: Run, trainable: Params, batch: dict) -> jax.Array:
+  """(B, O) outputs of the run's model (its mode, at its θ0) with parameters ``trainable``."""
+  return run.eval_fn(trainable, run.trainable0, run.frozen, batch)[0]
+
+
+def evaluate(run: Run, trainable: Params, encoded: data.Encoded) -> dict:
+  """The task's metrics (and mean loss) of the run's model at ``trainable`` on ``encoded``,
+  batched as the run's final evaluation was (``ntkft.train.loop.evaluate``)."""
+  d, task = run.config.data, run.task
+  batches = data.eval_batches(encoded, d.eval_batch_size, d.buckets, d.max_len)
+  eval_fn = lambda p, batch: run.eval_fn(p, run.trainable0, run.frozen, batch)
+  return loop.evaluate(eval_fn, trainable, batches, encoded.labels, task, task.is_regression)
