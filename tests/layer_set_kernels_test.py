@@ -1,11 +1,17 @@
-"""Head/LoRA kernels of a layer set and their predictors, against explicit Jacobians."""
+"""Layer-set kernels and their predictors against explicit Jacobians; float64 Grams at κ ≈ 1e8."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ntkft import data, peft
-from ntkft.layer_set_kernels import head_lora_kernels, split_head
+from ntkft.layer_set_kernels import (
+  block_jacobians,
+  block_kernels,
+  head_lora_kernels,
+  layer_block,
+  split_head,
+)
 from ntkft.models import EncoderConfig, HeadConfig, init_model
 from ntkft.spectral import predictors as pred
 
@@ -82,3 +88,51 @@ def test_bad_shapes_and_missing_parts():
     pred.flat(np.zeros((3, 3)))
   with pytest.raises(ValueError, match="no head"):
     split_head({"encoder": {"layer_0": {"w": np.zeros(2)}}})
+
+
+def _planted_kappa_1e8():
+  """A linear model whose float32 Jacobian is exact and whose kernel has κ ≈ 1.3e8.
+
+  f(x)_c = x·W[:, c] + b_c on N = 8 examples of P = 12 features, C = 2: the
+  Jacobian row (i, c) is (x_i ⊗ e_c, e_c), exactly the float32 inputs. Example 7
+  is example 0 moved by 3e-4 along a random direction: that near-collinear pair
+  plants λmin ≈ 2.9e-7 against λmax ≈ 37. Returns (apply, params, x, the float64
+  Jacobian of the same float32 inputs, rows (i, c) at i·C + c as block_jacobians).
+  """
+  rng = np.random.default_rng(0)
+  n, p, c = 8, 12, 2
+  xs = rng.normal(size=(n, p))
+  xs[-1] = xs[0] + 3e-4 * rng.normal(size=p)
+  xs = xs.astype(np.float32).astype(np.float64)  # what the model sees, exactly
+  eye = np.eye(c)
+  j64 = np.stack([np.concatenate([np.kron(xs[i], eye[k]), eye[k]])
+                  for i in range(n) for k in range(c)])
+  params = {"encoder": {"layer_0": {"kernel": jnp.zeros((p, c), jnp.float32)}},
+            "head": {"bias": jnp.zeros((c,), jnp.float32)}}
+
+  def apply(q, x, frozen):
+    del frozen
+    return x["x"] @ q["encoder"]["layer_0"]["kernel"] + q["head"]["bias"]
+
+  return apply, params, {"x": jnp.asarray(xs, jnp.float32)}, j64
+
+
+def test_block_kernels_resolve_lambda_min_at_kappa_1e8():
+  """Amendment 2, item 7: float64 Grams from the float32 Jacobian keep λmin at κ ≈ 1e8
+  within 1e-3 relative; a float32 Gram of the same Jacobian does not."""
+  apply, params, x, j64 = _planted_kappa_1e8()
+  ref = np.linalg.eigvalsh(j64 @ j64.T)
+  assert 5e7 < ref[-1] / ref[0] < 5e8  # the planted κ ≈ 1e8
+  kernels = block_kernels(apply, params, {}, x, layer_block, chunk_size=4)
+  assert {b for _, b in kernels} == {"layer_0", "head"}
+  assert all(k.dtype == np.float64 for k in kernels.values())
+  eig = np.linalg.eigvalsh(pred.flat(kernels[("plain", "layer_0")] + kernels[("plain", "head")]))
+  assert eig[0] == pytest.approx(ref[0], rel=1e-3)
+  assert eig[-1] == pytest.approx(ref[-1], rel=1e-6)
+  # The same float32 Jacobian (here exact), Gram formed in float32: λmin is rounding.
+  jac = block_jacobians(apply, params, {}, x, layer_block, chunk_size=4)
+  j32 = np.concatenate([jac["layer_0"], jac["head"]], axis=1)
+  assert j32.dtype == np.float32
+  np.testing.assert_array_equal(j32, j64)
+  eig32 = np.linalg.eigvalsh((j32 @ j32.T).astype(np.float64))
+  assert abs(eig32[0] - ref[0]) > 0.1 * ref[0]  # 100× the tolerance above (0.93 here)
