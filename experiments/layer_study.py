@@ -34,7 +34,6 @@ from configs import glue_common
 from experiments import common
 from ntkft import config_lib, data, records, spectral, theta0, theta0_kernels
 from ntkft.models import read_config, resolve_model_dir
-from ntkft.select import selection as selection_lib
 from ntkft.train import loop, losses
 
 HEAD = "head"
@@ -239,7 +238,7 @@ def kernel_stats(kernel, targets=None, fx0=None) -> dict:
     resid = np.asarray(targets, np.float64)
     if fx0 is not None:
       resid = resid - np.asarray(fx0, np.float64)
-    out["alignment"] = selection_lib.kernel_target_alignment(kernel, resid)
+    out["alignment"] = spectral.kernel_target_alignment(kernel, resid)
   return out
 
 

@@ -13,7 +13,8 @@ Public API:
   check_bounds(k_s, k_b, ridge, rtol) -> dict
   greedy_select(kernels, criterion, k, ...), exhaustive_select(...),
   select(kernels, search, ...) -> Selection
-  criterion_value, kernel_target_alignment, block_stats
+  criterion_value, block_stats (the alignment criterion is
+  ntkft.spectral.kernel_target_alignment)
   peft_fragment, peft_flags (from ntkft.peft.fragment)
 """
 from ntkft.peft.fragment import peft_flags, peft_fragment
@@ -34,7 +35,6 @@ from ntkft.select.selection import (
     criterion_value,
     exhaustive_select,
     greedy_select,
-    kernel_target_alignment,
     select,
 )
 
@@ -42,6 +42,6 @@ __all__ = [
     "CRITERIA", "SEARCHES", "Selection", "block_stats", "check_bounds",
     "condition_number", "criterion_value", "exhaustive_select",
     "extreme_bounds", "greedy_select", "interval_bounds", "kappa_bounds",
-    "kappa_from_bounds", "kernel_target_alignment", "peft_flags",
+    "kappa_from_bounds", "peft_flags",
     "peft_fragment", "select", "weyl_bounds",
 ]

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from ntkft.select import bounds as bounds_lib
+from ntkft.spectral.alignment import kernel_target_alignment
 from ntkft.spectral.stats import symmetric_kernel
 
 CRITERIA = ("min_kappa", "max_lambda_min", "max_alignment")
@@ -120,21 +121,6 @@ def prepare(kernels, criterion, k, targets, fx0, param_counts, param_budget,
                        f"block (min {int(params.min())} parameters)")
   return Problem(names, tuple(mats), y, params, param_budget, ridge,
                   criterion, float(rtol)), k
-
-
-def kernel_target_alignment(kernel: Any, targets: Any) -> float:
-  """``tr(Y^T K Y) / (|K|_F |Y|_F^2)``; 0 for K = 0.
-
-  Args:
-    kernel: (n, n).
-    targets: (n,) or (n, C).
-  """
-  kernel = np.asarray(kernel, dtype=np.float64)
-  y = np.asarray(targets, dtype=np.float64).reshape(kernel.shape[0], -1)
-  norm_k, norm_y = np.linalg.norm(kernel), float(np.sum(y * y))
-  if norm_k == 0 or norm_y == 0:
-    return 0.0
-  return float(np.sum(y * (kernel @ y)) / (norm_k * norm_y))
 
 
 def criterion_value(kernel: Any, criterion: str, targets: Any = None,

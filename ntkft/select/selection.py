@@ -63,7 +63,6 @@ from ntkft.select.criteria import (
   Problem,
   block_stats,
   criterion_value,
-  kernel_target_alignment,
   loss_and_eigs,
   prepare,
 )
@@ -409,4 +408,4 @@ def select(kernels: Mapping[str, Any], search: str = "greedy",
 
 __all__ = ["CRITERIA", "SEARCHES", "Selection", "block_stats",
            "criterion_value", "exhaustive_select", "greedy_select",
-           "kernel_target_alignment", "peft_flags", "peft_fragment", "select"]
+           "peft_flags", "peft_fragment", "select"]

@@ -1,4 +1,5 @@
-"""ntkft.spectral: eigenvalue statistics, Lanczos and plots for kernels."""
+"""ntkft.spectral: eigenvalue statistics, kernel-target alignment, Lanczos and plots for kernels."""
+from ntkft.spectral.alignment import kernel_target_alignment
 from ntkft.spectral.lanczos import lanczos_eigs, lanczos_tridiagonal
 from ntkft.spectral.plot import plot_spectrum
 from ntkft.spectral.stats import (
@@ -13,6 +14,7 @@ from ntkft.spectral.stats import (
 __all__ = [
     "condition_number",
     "eigvalsh",
+    "kernel_target_alignment",
     "lanczos_eigs",
     "lanczos_tridiagonal",
     "plot_spectrum",

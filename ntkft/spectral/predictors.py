@@ -13,7 +13,7 @@ given untraced, K_b of shape (N, N, C, C) (``ntkft.ntk`` with ``trace_axes=()``)
 
 Per kernel: ``kappa``, ``lambda_min``, ``lambda_max``, ``effective_rank``
 (``ntkft.spectral.stats``, λmin clamped at ``rel_floor``·λmax) and
-``alignment`` = ⟨K, yyᵀ⟩_F / (‖K‖_F ‖y‖²) (``ntkft.select.kernel_target_alignment``)
+``alignment`` = ⟨K, yyᵀ⟩_F / (‖K‖_F ‖y‖²) (``ntkft.spectral.kernel_target_alignment``)
 with y the class-centred one-hot targets (flat: vec(Y); traced: Y).
 """
 import math
@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from ntkft.select import kernel_target_alignment
+from ntkft.spectral.alignment import kernel_target_alignment
 from ntkft.spectral.stats import condition_number, spectrum_stats
 from ntkft.train import losses
 

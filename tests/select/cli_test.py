@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import select_layers
-from ntkft import peft
+from ntkft import peft, spectral
 from ntkft.select import cli, selection
 from tests.conftest import REPO
 
@@ -72,7 +72,7 @@ def test_values_match_saved_kernels(workdir):
   other = summary["other_criteria"]["max_alignment"]
   k_al = sum(blocks[b] for b in other["selected"])
   assert other["value"] == pytest.approx(
-      selection.kernel_target_alignment(k_al, residual), rel=1e-10)
+      spectral.kernel_target_alignment(k_al, residual), rel=1e-10)
   # The greedy choice is no better than the exhaustive optimum.
   best = selection.exhaustive_select(blocks, "min_kappa", 2)
   assert best.value <= summary["value"] * (1 + 1e-12)

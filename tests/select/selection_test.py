@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from ntkft import spectral
 from ntkft.select import selection
 
 # Hand-made diagonal blocks (n = 3): spectra of sums are read off the diagonal.
@@ -66,7 +67,7 @@ def test_criteria_on_diagonal_kernels():
   assert selection.criterion_value(k, "max_alignment", y) == pytest.approx(
       4.0 / math.sqrt(24.0), rel=1e-15)
   y2 = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])   # sum over columns
-  assert selection.kernel_target_alignment(k, y2) == pytest.approx(
+  assert spectral.kernel_target_alignment(k, y2) == pytest.approx(
       (4.0 + 2.0) / (math.sqrt(24.0) * 2.0), rel=1e-15)
   # The ridge does not enter the alignment; a singular kernel has kappa inf.
   assert selection.criterion_value(DIAG["layer_0"], "min_kappa") == math.inf
@@ -103,7 +104,7 @@ def test_residual_targets():
   a = selection.greedy_select(DIAG, "max_alignment", 2, targets=y, fx0=f0)
   b = selection.greedy_select(DIAG, "max_alignment", 2, targets=y - f0)
   assert a.selected == b.selected and a.value == b.value
-  assert a.value == pytest.approx(selection.kernel_target_alignment(
+  assert a.value == pytest.approx(spectral.kernel_target_alignment(
       sum(DIAG[n] for n in a.selected), y - f0), rel=1e-14)
 
 
