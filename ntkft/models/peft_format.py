@@ -13,7 +13,7 @@ PEFT computes ``W x + b + (lora_alpha / r) · B_peft A_peft x``; ntkft computes
 ``x W + b + (alpha / r) · x A B`` with A (d_in, r), B (r, d_out)
 (``ntkft.models.layers``), so ``A = A_peftᵀ``, ``B = B_peftᵀ``,
 ``alpha = lora_alpha``, and dense weights are transposed as in
-``ntkft.models.pretrained``. Non-LoRA tensors (``modules_to_save``) carry HF's
+``ntkft.models.hf_format``. Non-LoRA tensors (``modules_to_save``) carry HF's
 plain names and map like a checkpoint's.
 
 For pooling="cls" the ntkft head is HF's sequence-classification head (BERT:
@@ -30,13 +30,13 @@ import re
 import numpy as np
 from safetensors.numpy import save_file
 
-from ntkft.models.layers import AdapterSpec
-from ntkft.models.pretrained import (
-    _LAYER_RULES,
-    _load_safetensors_file,
-    _module_path,
-    convert_hf_tensors,
+from ntkft.models.hf_format import (
+  LAYER_RULES,
+  convert_hf_tensors,
+  load_safetensors_file,
+  module_path,
 )
+from ntkft.models.layers import AdapterSpec
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -67,7 +67,7 @@ def read_adapter(folder: str | pathlib.Path) -> tuple[dict, dict[str, np.ndarray
     if config.get(key, default) not in (default, None):
       raise ValueError(f"{folder / ADAPTER_CONFIG}: {key}={config[key]!r} is not supported "
                        f"(ntkft's LoRA is plain alpha/r scaling; need {key}={default!r})")
-  return config, _load_safetensors_file(folder / ADAPTER_WEIGHTS)
+  return config, load_safetensors_file(folder / ADAPTER_WEIGHTS)
 
 
 def from_peft(config: dict, tensors: dict[str, np.ndarray], family: str, where: str = ""
@@ -94,7 +94,7 @@ def from_peft(config: dict, tensors: dict[str, np.ndarray], family: str, where: 
       continue
     stem = m.group(1)
     stem = stem[len(_FAMILY_PREFIX[family]):] if stem.startswith(_FAMILY_PREFIX[family]) else stem
-    path = _module_path(stem, family, load_head=True)
+    path = module_path(stem, family, load_head=True)
     if not path:
       problems.append(f"LoRA tensor {key!r} targets no module of a {family} encoder")
       continue
@@ -125,7 +125,7 @@ def _hf_stem(path: str, family: str) -> str:
   """ntkft module path -> HF module name (with the family prefix for encoder modules)."""
   m = re.match(r"^encoder/layer_(\d+)/(.+)$", path)
   if m:
-    hf = {ours: theirs for theirs, ours in _LAYER_RULES}[m.group(2)]
+    hf = {ours: theirs for theirs, ours in LAYER_RULES}[m.group(2)]
     return f"{_FAMILY_PREFIX[family]}encoder.layer.{m.group(1)}.{hf}"
   heads = ({"pooler/dense": "bert.pooler.dense", "head": "classifier"} if family == "bert" else
            {"pooler/dense": "classifier.dense", "head": "classifier.out_proj"})

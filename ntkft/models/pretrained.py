@@ -24,17 +24,14 @@ pooler) are skipped.
 import importlib.util
 import json
 import pathlib
-import re
 import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors import SafetensorError
-from safetensors.numpy import load_file
 
-from ntkft.models import gpt2, llama
+from ntkft.models import gpt2, hf_format, llama, peft_format
 from ntkft.models.bert import EncoderConfig, HeadConfig
 from ntkft.models.causal import DecoderConfig
 from ntkft.models.functional import Model, abstract_model, flatten, unflatten
@@ -112,15 +109,6 @@ def read_config(model_dir: pathlib.Path,
     raise ValueError(f"{path}: missing field {e.args[0]!r}") from None
 
 
-def _load_safetensors_file(path: pathlib.Path) -> dict[str, np.ndarray]:
-  """The tensors of one .safetensors file; a truncated or corrupt file is a ValueError."""
-  try:
-    return load_file(str(path))
-  except SafetensorError as e:
-    raise ValueError(f"{path} is truncated or corrupt ({e}); download or convert it "
-                     "again") from e
-
-
 def read_safetensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
   """All tensors of a folder's model.safetensors (or its shards), as numpy.
 
@@ -132,7 +120,7 @@ def read_safetensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
   single = model_dir / "model.safetensors"
   index = model_dir / "model.safetensors.index.json"
   if single.is_file():
-    return _load_safetensors_file(single)
+    return hf_format.load_safetensors_file(single)
   if index.is_file():
     shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     missing = [shard for shard in shards if not (model_dir / shard).is_file()]
@@ -140,84 +128,13 @@ def read_safetensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
       raise FileNotFoundError(f"{index} names shards that are not there: {missing}")
     tensors = {}
     for shard in shards:
-      tensors.update(_load_safetensors_file(model_dir / shard))
+      tensors.update(hf_format.load_safetensors_file(model_dir / shard))
     return tensors
   found = sorted(p.name for p in model_dir.iterdir())
   raise FileNotFoundError(
       f"no model.safetensors or model.safetensors.index.json in {model_dir} (found: "
       f"{', '.join(found)}); ntkft reads safetensors only (no torch): convert "
       "pytorch_model.bin with safetensors' convert script")
-
-
-_LAYER_RULES = [  # HF suffix inside encoder.layer.{i}. -> ntkft path inside layer_{i}/
-    ("attention.self.query", "attention/query"),
-    ("attention.self.key", "attention/key"),
-    ("attention.self.value", "attention/value"),
-    ("attention.output.dense", "attention/attn_out"),
-    ("attention.output.LayerNorm", "attention_norm"),
-    ("intermediate.dense", "ffn/ffn_in"),
-    ("output.dense", "ffn/ffn_out"),
-    ("output.LayerNorm", "ffn_norm"),
-]
-_EMBED_RULES = [
-    ("embeddings.word_embeddings", "embeddings/word"),
-    ("embeddings.position_embeddings", "embeddings/position"),
-    ("embeddings.token_type_embeddings", "embeddings/token_type"),
-    ("embeddings.LayerNorm", "embeddings/layer_norm"),
-]
-_LEAF = {"weight": "kernel", "bias": "bias", "gamma": "scale", "beta": "bias"}
-_IGNORED = re.compile(r"^(embeddings\.position_ids|cls\..*|lm_head\..*)$")
-
-
-def _module_path(stem: str, family: str, load_head: bool) -> str | None:
-  """HF module path (no leaf) -> ntkft module path; None if known-unused; '' if unknown."""
-  m = re.match(r"^encoder\.layer\.(\d+)\.(.+)$", stem)
-  if m:
-    for hf, ours in _LAYER_RULES:
-      if m.group(2) == hf:
-        return f"encoder/layer_{m.group(1)}/{ours}"
-    return ""
-  for hf, ours in _EMBED_RULES:
-    if stem == hf:
-      return ours
-  if stem == "pooler.dense":
-    return "pooler/dense" if family == "bert" else None  # RoBERTa classifiers ignore it
-  heads = ({"classifier": "head"} if family == "bert" else
-           {"classifier.dense": "pooler/dense", "classifier.out_proj": "head"})
-  if stem in heads:
-    return heads[stem] if load_head else None
-  return ""
-
-
-def convert_hf_tensors(tensors: dict[str, np.ndarray], family: str, load_head: bool = True):
-  """HF tensors -> ({ntkft name: array}, [unexpected HF names]).
-
-  Linear weights are transposed to (d_in, d_out); embeddings keep (num, dim);
-  LayerNorm weight/gamma -> scale, bias/beta -> bias.
-  """
-  prefix = f"{'bert' if family == 'bert' else 'roberta'}."
-  converted, unexpected = {}, []
-  for key, value in tensors.items():
-    bare = key[len(prefix):] if key.startswith(prefix) else key
-    if _IGNORED.match(bare):
-      continue
-    stem, _, leaf = bare.rpartition(".")
-    path = _module_path(stem, family, load_head)
-    if path is None:
-      continue
-    if path == "" or leaf not in _LEAF:
-      unexpected.append(key)
-      continue
-    is_norm = path.endswith("norm")
-    is_embedding = path.startswith("embeddings/") and not is_norm
-    if is_embedding:
-      name = f"{path}/embedding"
-    else:
-      name = f"{path}/{'scale' if is_norm and leaf == 'weight' else _LEAF[leaf]}"
-    if leaf == "weight" and value.ndim == 2 and not is_embedding:
-      value = value.T
-    converted[name] = np.asarray(value, dtype=np.float32)
-  return converted, unexpected
 
 
 def leaf_key(seed: int, name: str) -> jax.Array:
@@ -282,7 +199,6 @@ def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
   config = read_config(model_dir, dropout_rate=dropout_rate)
   adapter_params = {}
   if adapters_from is not None:
-    from ntkft.models import peft_format  # it imports this module
     if adapters:
       raise ValueError("load_pretrained: pass adapters or adapters_from, not both")
     adapter_config, adapter_tensors = peft_format.read_adapter(adapters_from)
@@ -303,7 +219,7 @@ def load_pretrained(path_or_name: str | pathlib.Path, head: HeadConfig,
     loaded, unexpected = _DECODERS[config.family].convert_hf_tensors(tensors, load_head, **kw)
     optional = ("head/", "lm_head/")
   else:
-    loaded, unexpected = convert_hf_tensors(tensors, config.family, load_head)
+    loaded, unexpected = hf_format.convert_hf_tensors(tensors, config.family, load_head)
     optional = ("pooler/", "head/")
   loaded.update(adapter_params)
 
