@@ -10,22 +10,75 @@ from experiments import kappa_analysis, kappa_study
 from ntkft.evals import cluster_stats as cs
 from ntkft.spectral import predictors as predictors_lib
 
-RUN_KEYS = {"task", "layers", "seed", "lam", "regime", "train_loss", "dev_metric", "lin_gap",
-            "predictors", "plateaued", "curve"}
+RUN_KEYS = {"task", "layers", "seed", "lam", "regime", "mode", "train_loss", "dev_metric",
+            "lin_gap", "plateaued", "seconds", "predictors", "train_seconds", "diverged"}
+SETS_21 = [(i,) for i in range(6)] + [(i, j) for i in range(6) for j in range(i + 1, 6)]
 
 
 def test_full_design_matches_the_preregistration():
+  """Amendment 2, items 3 and 10: 21 sets × λ ∈ {0, 10}, 1,008 + 63 runs, seed-major."""
   config = kappa_config.get_config()
+  assert kappa_study.layer_sets(config) == SETS_21
+  assert tuple(config.lams) == (0.0, 10.0) and tuple(config.regimes) == ("a", "b")
   plan = kappa_study.points(config)
-  kinds = [p["kind"] for p in plan]
-  assert kinds.count("kernel") == 4 * 11 * 3
-  runs = [p for p in plan if p["kind"] == "run"]
-  assert sum(p["mode"] == "nonlinear" for p in runs) == 792
-  assert sum(p["mode"] == "linearized" for p in runs) == 33
   assert len({p["id"] for p in plan}) == len(plan)
-  # Seed-major: every seed-0 point comes before any seed-1 point.
-  seeds = [p["seed"] for p in plan]
-  assert seeds == sorted(seeds)
+  kernels = [p for p in plan if p["kind"] == "kernel"]
+  runs = [p for p in plan if p["kind"] == "run"]
+  assert [(p["task"], p["seed"]) for p in kernels] == [
+      (t, s) for s in (0, 1, 2) for t in ("sst2", "mrpc", "rte", "cola")]
+  nonlinear = [p for p in runs if p["mode"] == "nonlinear"]
+  tangent = [p for p in runs if p["mode"] == "linearized"]
+  assert len(nonlinear) == 4 * 21 * 3 * 2 * 2 == 1008
+  assert len({(p["task"], p["layers"], p["seed"], p["regime"], p["lam"])
+              for p in nonlinear}) == 1008
+  assert len(tangent) == 63
+  assert {(p["task"], p["regime"], p["lam"]) for p in tangent} == {("sst2", "a", 0.0)}
+  assert sorted((p["layers"], p["seed"]) for p in tangent) == sorted(
+      (s, seed) for s in SETS_21 for seed in (0, 1, 2))
+  assert len(plan) == 12 + 1008 + 63
+  # Seed-major, tasks in order within a seed, each (task, seed) one contiguous block
+  # that opens with its kernel point.
+  task_order = {t: i for i, t in enumerate(("sst2", "mrpc", "rte", "cola"))}
+  keys = [(p["seed"], task_order[p["task"]]) for p in plan]
+  assert keys == sorted(keys)
+  for i, p in enumerate(plan):
+    first = i == 0 or keys[i - 1] != keys[i]
+    assert (p["kind"] == "kernel") == first, p["id"]
+  assert sum(len(v) for v in kappa_study.planned_cells(config).values()) == 1008 + 63
+
+
+def test_max_seconds_stops_before_starting_a_point(tmp_path, monkeypatch):
+  """Under a clock that moves 10 s per point, max_seconds = 25 computes exactly the first
+  three points (started at 0, 10, 20 s), starts no other, builds no other group, and still
+  writes results.json."""
+  config = kappa_config.get_config("runlocal")
+  config.max_seconds, config.xla_cache = 25.0, False
+  clock = [0.0]
+
+  class Clock:
+    @staticmethod
+    def time():
+      return clock[0]
+
+  def computed(out):
+    clock[0] += 10.0
+    return out
+
+  monkeypatch.setattr(kappa_study, "time", Clock)
+  groups = []
+  monkeypatch.setattr(kappa_study, "group_runs",
+                      lambda config, task, seed: groups.append((task, seed)))
+  monkeypatch.setattr(kappa_study, "kernel_point",
+                      lambda config, group, seed: computed({"sets": {}}))
+  monkeypatch.setattr(kappa_study, "run_point",
+                      lambda config, point, group, kernel: computed({"seconds": 10.0}))
+  monkeypatch.setattr(kappa_study, "collect",
+                      lambda config, workdir, seconds: {"seconds": seconds, "verdicts": []})
+  out = kappa_study.run(config, str(tmp_path))
+  plan = [p["id"] for p in kappa_study.points(config)]
+  assert sorted(f.stem for f in (tmp_path / "points").iterdir()) == sorted(plan[:3])
+  assert out["seconds"] == 30.0 and groups == [("sst2", 0)]  # the next group is not built
+  assert json.loads((tmp_path / "results.json").read_text()) == out
 
 
 def test_plateau_check():
@@ -312,24 +365,41 @@ def test_cells_and_exploratory_tables(planted):
 def test_runlocal_writes_results_and_resumes(tmp_path):
   config = kappa_config.get_config("runlocal")
   results = kappa_study.run(config, str(tmp_path))
-  assert results["complete"] and results["points_done"] == results["points_total"] == 20
+  # 2 seeds × (1 kernel + 2 sets × (2 regimes × 2 λ + 1 tangent)).
+  assert results["complete"] and results["points_done"] == results["points_total"] == 22
   stored = json.loads((tmp_path / "results.json").read_text())
-  assert len(stored["runs"]) == 16
+  assert len(stored["runs"]) == 20
+  assert sum(r["mode"] == "linearized" for r in stored["runs"]) == 4
   for r in stored["runs"]:
     assert RUN_KEYS <= set(r)
     assert set(r["predictors"]) == {f"{k}_{l}_{h}" for k in ("plain", "sign")
                                     for l in ("flat", "traced") for h in ("head", "nohead")}
-    assert r["lin_gap"] is not None and r["lin_gap"] >= 0
-  assert [v["hypothesis"] for v in stored["verdicts"]] == ["H1", "H2", "H3", "H4"]
+    if r["mode"] == "linearized":
+      assert r["lin_gap"] is None and (r["regime"], r["lam"]) == ("a", 0.0)
+    else:
+      assert r["lin_gap"] is not None and r["lin_gap"] >= 0
+    assert r["seconds"] >= r["train_seconds"] > 0 and r["diverged"] in (True, False)
+  assert [(k["task"], k["seed"]) for k in stored["kernels"]] == [("sst2", 0), ("sst2", 1)]
+  for k in stored["kernels"]:
+    assert set(k["kappa_vs_n"]) == set(k["sign_asymmetry"]) == {"L5", "L4-5"}
+    assert k["kappa_vs_n"]["L5"]["n"] == [16]
+  assert [v["id"] for v in stored["verdicts"]] == ["H1", "H2", "H3", "H4"]
   for v in stored["verdicts"]:
-    assert {"hypothesis", "prediction", "estimate", "ci", "verdict"} <= set(v)
+    assert {"id", "prediction", "estimate", "ci", "verdict"} <= set(v)
     assert v["verdict"] in ("supported", "refuted", "undecided")
-  # Interrupted after all but one point: a rerun computes only that point.
+  # Interrupted after all but one point: collect_only rebuilds results.json and computes
+  # nothing; a rerun then computes only that point.
   points = tmp_path / "points"
   victim = points / f"{kappa_study.run_id('sst2', (5,), 1, 'b', 10.0, 'nonlinear')}.json"
   victim.unlink()
   before = {p.name: p.stat().st_mtime_ns for p in points.iterdir()}
+  only = config.copy_and_resolve_references()
+  only.collect_only = True
+  partial = kappa_study.run(only, str(tmp_path))
+  assert not victim.exists() and {p.name: p.stat().st_mtime_ns for p in points.iterdir()} == before
+  assert partial["points_done"] == 21 and not partial["complete"] and len(partial["runs"]) == 19
+  assert json.loads((tmp_path / "results.json").read_text())["points_done"] == 21
   again = kappa_study.run(config, str(tmp_path))
   after = {p.name: p.stat().st_mtime_ns for p in points.iterdir()}
   assert victim.exists() and {k for k in after if after[k] != before.get(k)} == {victim.name}
-  assert again["complete"]
+  assert again["complete"] and len(again["runs"]) == 20
