@@ -28,8 +28,8 @@ from matplotlib.figure import Figure
 
 from experiments import common
 from ntkft import cli, data, diagnostics, peft, records, theta0
+from ntkft import targets as targets_lib
 from ntkft.ntk import blocks
-from ntkft.train import losses
 
 TABLE_COLUMNS = ("lam", "dist_nonlinear", "dist_linearized", "bound", "param_gap",
                  "f_gap_train", "f_gap_eval", "remainder_train", "remainder_est_train",
@@ -43,7 +43,7 @@ def load_inputs(config, start, task):
   ``config.n_train`` train and ``config.n_eval`` eval examples
   (``ntkft.data.fixed_sample`` with seeds [seed, 0] and [seed, 1]), both padded
   to the same length, so equal n_train and n_eval share compiled code; targets
-  are one-hot labels (``ntkft.train.losses.targets``).
+  are one-hot labels (``ntkft.targets.targets``).
   """
   d = config.data
   tokenizer = data.load_tokenizer(start.model.source)
@@ -55,7 +55,7 @@ def load_inputs(config, start, task):
   out = []
   for s in samples:
     out += [s.inputs(length),
-            np.asarray(losses.targets(s.labels, task.num_labels, task.is_regression))]
+            np.asarray(targets_lib.targets(s.labels, task.num_labels, task.is_regression))]
   return tuple(out)
 
 

@@ -33,8 +33,9 @@ import numpy as np
 from configs import glue_common
 from experiments import common
 from ntkft import config_lib, data, records, spectral, theta0, theta0_kernels
+from ntkft import targets as targets_lib
 from ntkft.models import read_config, resolve_model_dir
-from ntkft.train import loop, losses
+from ntkft.train import loop
 
 HEAD = "head"
 PREDICTORS = ("kappa", "lambda_min", "lambda_max", "effective_rank", "alignment",
@@ -169,7 +170,7 @@ def task_kernels(finetune_cfg, task: str, n: int, seed: int, workdir,
                              data.load_tokenizer(start.model.source), config.data.max_len)
   bk = theta0_kernels.per_block_kernels(start, sample, "layer", chunk_size=chunk_size)
   kernels, fx0, counts, index = bk.kernels, bk.fx0, bk.num_params, bk.index
-  targets = np.asarray(losses.targets(bk.labels, spec.num_labels, spec.is_regression),
+  targets = np.asarray(targets_lib.targets(bk.labels, spec.num_labels, spec.is_regression),
                        np.float64).reshape(n, -1)
   workdir.mkdir(parents=True, exist_ok=True)
   np.savez(cache, fx0=fx0, targets=targets, labels=bk.labels, index=index,

@@ -61,8 +61,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
 
+from ntkft import targets as targets_lib
 from ntkft.kernel.predict import kernel_ridge
-from ntkft.train import losses
 
 SOLVERS = ("ridge", "logistic", "svm", "asym_ls_svm")
 
@@ -107,7 +107,7 @@ def ridge_scores(k_train_train, labels, k_test_train, num_classes: int, reg: flo
   f0 = np.zeros((n, num_classes)) if fx_train_0 is None else np.asarray(fx_train_0, np.float64)
   f0_test = (np.zeros((m, num_classes)) if fx_test_0 is None
              else np.asarray(fx_test_0, np.float64))
-  targets = losses.targets(np.asarray(labels), num_classes, False, np.float64)
+  targets = targets_lib.targets(np.asarray(labels), num_classes, False, np.float64)
   _, fx_test = kernel_ridge(symmetric(k_tt), targets, f0, k_st, f0_test, ridge=reg)
   return np.asarray(fx_test, np.float64)
 

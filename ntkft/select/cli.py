@@ -29,8 +29,8 @@ import time
 import numpy as np
 
 from ntkft import data, ntk_report, records
+from ntkft import targets as targets_lib
 from ntkft.select import selection as selection_lib
-from ntkft.train import losses
 
 BLOCK_BY = ("layer", "layer_projection")
 
@@ -62,7 +62,7 @@ def run(config, workdir: str) -> dict:
   bk = ntk_report.block_kernels(config)
   kernels, fx0, labels, index, counts = bk.kernels, bk.fx0, bk.labels, bk.index, bk.num_params
   t_kernel = bk.seconds
-  targets = losses.targets(np.asarray(labels), task.num_labels, task.is_regression,
+  targets = targets_lib.targets(np.asarray(labels), task.num_labels, task.is_regression,
                            np.float64)
 
   common = dict(k=config.budget or None, targets=targets,

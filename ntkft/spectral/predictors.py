@@ -21,9 +21,9 @@ import warnings
 
 import numpy as np
 
+from ntkft import targets as targets_lib
 from ntkft.spectral.alignment import kernel_target_alignment
 from ntkft.spectral.stats import condition_number, spectrum_stats
-from ntkft.train import losses
 
 KINDS = ("plain", "sign")
 LAYOUTS = ("flat", "traced")
@@ -53,7 +53,7 @@ def traced(k: np.ndarray) -> np.ndarray:
 
 def centred_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
   """(N,) class ids -> (N, C) one-hot minus its column means."""
-  y = losses.targets(np.asarray(labels, int), num_classes, False, np.float64)
+  y = targets_lib.targets(np.asarray(labels, int), num_classes, False, np.float64)
   return y - y.mean(0, keepdims=True)
 
 

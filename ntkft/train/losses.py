@@ -9,24 +9,11 @@ and training runs are on the same scale). Cross-entropy is the practical choice.
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from ntkft import targets as targets_lib
 
 LOSSES = ("cross_entropy", "squared")
 AUTO = "auto"  # the task's default: squared for regression, cross-entropy for classes
-
-
-def targets(labels, num_outputs: int, is_regression: bool, dtype=jnp.float32):
-  """(B,) labels -> (B, O) targets: one-hot for classes, the value for regression.
-
-  The one target builder of ntkft: numpy labels give a numpy array (e.g.
-  ``dtype=np.float64`` for the float64 selection criteria), jax labels a jax
-  array (inside the jitted loss). A class id outside [0, O) gives a zero row.
-  """
-  xp = np if isinstance(labels, np.ndarray) else jnp
-  labels = xp.asarray(labels)
-  if is_regression:
-    return labels.astype(dtype)[:, None]
-  return (labels[:, None] == xp.arange(num_outputs)).astype(dtype)
 
 
 def _weighted_mean(per_example: jax.Array, weights: jax.Array) -> jax.Array:
@@ -67,7 +54,7 @@ def loss_fn(kind: str, num_outputs: int, is_regression: bool):
   def loss(outputs, batch):
     if kind == "cross_entropy":
       return cross_entropy(outputs, batch["labels"], batch["weights"])
-    y = targets(batch["labels"], num_outputs, is_regression)
+    y = targets_lib.targets(batch["labels"], num_outputs, is_regression)
     return squared(outputs, y, batch["weights"])
 
   return loss
