@@ -29,7 +29,7 @@ def get_config(arg=None):
                 alpha=16.0, dropout=0.0, init="zero_b", head=True)
   c.lams = (0.0, 0.01, 0.1, 1.0)    # λ grid of the pull
   c.selective = "none"              # "none" | "global" | "per_block" (paper eq. 8)
-  c.block_by = "layer_projection"   # blocks of selective="per_block" (ntkft.ntk.blocks)
+  c.block_by = "layer_projection"   # blocks of selective="per_block" (ntkft.models.blocks)
   c.optimizer = "sgd"               # the theory's optimizer (the only one supported here)
   c.lr = 0.1                        # η (used when lr_relative == 0)
   c.lr_relative = 0.5               # > 0: η = lr_relative · 2/L

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from experiments import common
 from ntkft import cli, data, diagnostics, peft, records, theta0
 from ntkft import targets as targets_lib
-from ntkft.ntk import blocks
+from ntkft.models import blocks
 
 TABLE_COLUMNS = ("lam", "dist_nonlinear", "dist_linearized", "bound", "param_gap",
                  "f_gap_train", "f_gap_eval", "remainder_train", "remainder_est_train",

@@ -8,6 +8,7 @@ Public API:
   adam_ntk_fn(apply_fn, trace_axes, diagonal_axes, eps, ...) -> fn(...)
   symmetric_part(K), NtkImplementation
   block_names(params, by), block_param_counts(params, by), block_of_fn(by), leaf_paths(params)
+      (from ntkft.models.blocks)
   plan_chunks(num_examples, out_size, num_params, itemsize, budget)
   budgeted_ntk_fn(apply_fn, trace_axes, memory_budget_mb, precision, sparse_tables, ...)
       -> kernel_fn(x1, x2, params, *extra): exact, whole computation under the budget
@@ -16,10 +17,16 @@ Public API:
 
 Modules: empirical (the kernel functions above), engine (chunking driver),
 contraction (jitted Jacobian / NTK-vp pieces), layout (output axes -> kernel
-axes), chunking (memory plans, example chunks), blocks, lengths, sharded,
+axes), chunking (memory plans, example chunks), lengths, sharded,
 budgeted and jacobian_rows (memory-budgeted kernels), operator (matrix-free K v).
 """
-from ntkft.ntk.blocks import BLOCK_MODES, block_names, block_of_fn, block_param_counts, leaf_paths
+from ntkft.models.blocks import (  # parameter blocks live with the models' paths
+    BLOCK_MODES,
+    block_names,
+    block_of_fn,
+    block_param_counts,
+    leaf_paths,
+)
 from ntkft.ntk.budgeted import budgeted_ntk_fn
 from ntkft.ntk.chunking import plan_chunks, plan_param_groups
 from ntkft.ntk.empirical import (

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkft.ntk import blocks as blocks_lib
+from ntkft.models import blocks as blocks_lib
 from ntkft.ntk import chunking
 from ntkft.ntk import jacobian_rows as rows_lib
 from ntkft.ntk import precision as precision_lib

@@ -65,7 +65,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import jax.numpy as jnp
 
-from ntkft.ntk import blocks as blocks_lib
+from ntkft.models import blocks as blocks_lib
 from ntkft.ntk import contraction
 from ntkft.ntk import engine as engine_lib
 from ntkft.ntk.engine import NtkImplementation, OnChunk

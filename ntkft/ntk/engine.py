@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkft import xla_workarounds
-from ntkft.ntk import blocks as blocks_lib
+from ntkft.models import blocks as blocks_lib
 from ntkft.ntk import chunking, contraction
 from ntkft.ntk import layout as layout_lib
 from ntkft.ntk import lengths as lengths_lib

@@ -35,9 +35,10 @@ import numpy as np
 import optax
 import tqdm
 
-from ntkft import data, ntk, peft
+from ntkft import data, peft
 from ntkft.evals import metrics as metrics_lib
 from ntkft.linearize.gap import linearization_gap
+from ntkft.models import blocks
 from ntkft.theta0 import build_theta0
 from ntkft.train import checkpoint, distributed, losses, optim, prefix_cache
 from ntkft.train import mesh as mesh_lib
@@ -157,7 +158,7 @@ def run(config, workdir: str) -> dict:
         + (f" (k-shot split {d.kshot})" if d.kshot else ""))
 
   # Optimizer, state, functions.
-  layer_block = ntk.block_of_fn("layer")  # per-block selective pulls gate each layer
+  layer_block = blocks.block_of_fn("layer")  # per-block selective pulls gate each layer
   o = config.optim
   total = config.train.steps
   lr = optim.schedule(o.lr, total, o.warmup_steps, o.decay)

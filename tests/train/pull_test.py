@@ -13,7 +13,7 @@ import pytest
 
 from configs import glue_common
 from ntkft.models import flatten
-from ntkft.ntk import block_of_fn
+from ntkft.models.blocks import block_of_fn
 from ntkft.train import optim, pull
 from ntkft.train import step as step_lib
 from ntkft.train.state import TrainState
