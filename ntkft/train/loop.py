@@ -42,6 +42,7 @@ from ntkft.models import blocks
 from ntkft.theta0 import build_theta0
 from ntkft.train import checkpoint, distributed, losses, optim, prefix_cache
 from ntkft.train import mesh as mesh_lib
+from ntkft.train import pull as pull_lib
 from ntkft.train import step as step_lib
 from ntkft.train.state import TrainState
 
@@ -158,14 +159,14 @@ def run(config, workdir: str) -> dict:
         + (f" (k-shot split {d.kshot})" if d.kshot else ""))
 
   # Optimizer, state, functions.
-  layer_block = blocks.block_of_fn("layer")  # per-block selective pulls gate each layer
+  # The pull, decided once; per-block selective pulls gate each layer.
+  pull = pull_lib.Pull(config.lam, config.pull.form, config.pull.selective,
+                       blocks.block_of_fn("layer"))
   o = config.optim
   total = config.train.steps
   lr = optim.schedule(o.lr, total, o.warmup_steps, o.decay)
   tx = optim.optimizer(o.name, lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                       clip_norm=o.clip_norm, grad_accum_steps=o.grad_accum_steps,
-                       lam=config.lam, pull_form=config.pull.form,
-                       selective=config.pull.selective, block_of=layer_block)
+                       clip_norm=o.clip_norm, grad_accum_steps=o.grad_accum_steps, pull=pull)
   state = TrainState(step=jnp.zeros([], jnp.int32), trainable=trainable,
                      trainable0=jax.tree.map(jnp.copy, trainable), frozen=frozen,
                      # raw uint32 key data: checkpointable as a plain array
@@ -190,8 +191,7 @@ def run(config, workdir: str) -> dict:
   print(f"mesh {dict(mesh.shape)} over {jax.device_count()} devices, "
         f"{jax.process_count()} process(es); fsdp={config.get('fsdp', False)}")
   train_step = jax.jit(functools.partial(
-      step_lib.train_step, outputs_fn=outputs_fn, loss_fn=loss_fn, tx=tx, lam=config.lam,
-      pull_form=config.pull.form, selective=config.pull.selective, block_of=layer_block),
+      step_lib.train_step, outputs_fn=outputs_fn, loss_fn=loss_fn, tx=tx, pull=pull),
       in_shardings=(state_shardings, batch_shd), out_shardings=(state_shardings, rep),
       donate_argnums=0)
 

@@ -4,15 +4,12 @@ SGD is the theory's setting (its trajectory is the one the closed-form kernel
 predictions describe); Adam/AdamW are what practice uses. Schedules: linear
 warmup followed by linear or cosine decay (or constant).
 """
-from typing import Callable
-
 import optax
 
-from ntkft.train import pull
+from ntkft.train import pull as pull_lib
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DECAYS = ("linear", "cosine", "constant")
-PULL_FORMS = ("loss", "decoupled")
 
 
 def schedule(lr: float, total_steps: int, warmup_steps: int = 0,
@@ -38,22 +35,19 @@ def schedule(lr: float, total_steps: int, warmup_steps: int = 0,
 def optimizer(name: str, learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.0,
               b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
               weight_decay: float = 0.0, clip_norm: float | None = None,
-              grad_accum_steps: int = 1, lam: float = 0.0, pull_form: str = "loss",
-              selective: str = "none",
-              block_of: Callable[[str], str] = lambda name: "all"
+              grad_accum_steps: int = 1, pull: pull_lib.Pull = pull_lib.NO_PULL
               ) -> optax.GradientTransformation:
   """The full update rule: clip -> optimizer (-> decoupled pull) -> accumulation.
 
-  With ``pull_form="loss"`` the pull is added to the gradient by the train step
+  ``pull`` is the run's :class:`ntkft.train.pull.Pull`, the one the train step
+  gets too. In the loss form the pull is added to the gradient by the train step
   (see ``ntkft.train.pull.pull_gradient``) and is not part of this transform;
-  ``clip_norm`` then clips ∇R + λ(θ − θ0). With ``pull_form="decoupled"`` the
-  pull transform clips that same sum itself (``pull.decoupled_pull_to_init``).
+  ``clip_norm`` then clips ∇R + λ(θ − θ0). In the decoupled form the pull
+  transform clips that same sum itself (``pull.decoupled_pull_to_init``).
   ``weight_decay`` is AdamW's decay toward 0, kept for comparison only.
   """
   if name not in OPTIMIZERS:
     raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
-  if pull_form not in PULL_FORMS:
-    raise ValueError(f"unknown pull form {pull_form!r}; choose from {PULL_FORMS}")
   if grad_accum_steps < 1:
     raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
   if name == "sgd":
@@ -62,10 +56,10 @@ def optimizer(name: str, learning_rate: optax.ScalarOrSchedule, *, momentum: flo
     base = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
   else:
     base = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-  if pull_form == "decoupled" and lam > 0:
+  if pull.in_optimizer:
     # Clips ∇R + pull together (clipping ∇R alone would change the rest point).
-    base = pull.decoupled_pull_to_init(base, lam, learning_rate, selective, block_of,
-                                       clip_norm=clip_norm)
+    base = pull_lib.decoupled_pull_to_init(base, pull.lam, learning_rate, pull.selective,
+                                           pull.block_of, clip_norm=clip_norm)
   elif clip_norm:
     base = optax.chain(optax.clip_by_global_norm(clip_norm), base)
   if grad_accum_steps > 1:

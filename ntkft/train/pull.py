@@ -42,7 +42,13 @@ Two forms, identical under plain SGD with a constant step (clipped or not):
     scaled by the one factor that clips ∇R + λ·gate·(θ − θ0). Under Adam the
     rest point is where Adam's normalized step on ∇R balances λ(θ − θ0), not
     the minimizer of the objective (as for AdamW's decay toward 0).
+
+A run's pull is decided once, as a :class:`Pull` (λ, form, gate, blocks) built
+from the config by the loop; the optimizer (``optim.optimizer``) and the train
+step (``step.train_step``) both take that one object, and its
+``in_optimizer`` / ``in_step`` say which of them applies it.
 """
+import dataclasses
 from typing import Callable, NamedTuple
 
 import jax
@@ -52,11 +58,58 @@ import optax
 from ntkft.models.functional import flatten, unflatten
 
 SELECTIVE = ("none", "global", "per_block")
+FORMS = ("loss", "decoupled")
 
 
 def _check(selective):
   if selective not in SELECTIVE:
     raise ValueError(f"unknown selective mode {selective!r}; choose from {SELECTIVE}")
+
+
+def _one_block(name: str) -> str:
+  return "all"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pull:
+  """The pull toward θ0 of a run: λ/2 ‖θ − θ0‖², its form, its gate and blocks.
+
+  Attributes:
+    lam: λ >= 0: a python number, or a traced jax scalar (one compiled step for
+      every λ, ``ntkft.train.warm_runs``; loss form only).
+    form: "loss" (``pull_gradient``, added by the train step) or "decoupled"
+      (``decoupled_pull_to_init``, a transform of the optimizer).
+    selective: "none", "global" or "per_block" (the gate, module docstring).
+    block_of: leaf name -> block name, for "per_block".
+
+  Raises:
+    ValueError: an unknown form or selective mode.
+  """
+  lam: float | jax.Array = 0.0
+  form: str = "loss"
+  selective: str = "none"
+  block_of: Callable[[str], str] = _one_block
+
+  def __post_init__(self):
+    if self.form not in FORMS:
+      raise ValueError(f"unknown pull form {self.form!r}; choose from {FORMS}")
+    _check(self.selective)
+
+  @property
+  def in_step(self) -> bool:
+    """The train step adds λ·gate·(θ − θ0) to the gradient (loss form, λ > 0).
+
+    A traced λ is always in the program (λ = 0 then adds exactly 0).
+    """
+    return self.form == "loss" and (not isinstance(self.lam, (int, float)) or self.lam > 0)
+
+  @property
+  def in_optimizer(self) -> bool:
+    """The optimizer wraps its update in ``decoupled_pull_to_init`` (decoupled form, λ > 0)."""
+    return self.form == "decoupled" and self.lam > 0
+
+
+NO_PULL = Pull()
 
 
 def pull_gate(grads, delta, selective: str, block_of: Callable[[str], str]):

@@ -16,7 +16,7 @@ import optax
 
 from ntkft.linearize import tangent_apply_fn
 from ntkft.peft import combine
-from ntkft.train import pull
+from ntkft.train import pull as pull_lib
 from ntkft.train.state import TrainState
 
 MODES = ("nonlinear", "linearized")
@@ -49,9 +49,13 @@ def model_fn(mode: str, apply_fn: Callable) -> Callable:
 
 
 def train_step(state: TrainState, batch, *, outputs_fn: Callable, loss_fn: Callable,
-               tx: optax.GradientTransformation, lam: float = 0.0, pull_form: str = "loss",
-               selective: str = "none", block_of: Callable = lambda name: "all"):
-  """One optimizer step; no I/O, no globals. Returns (new state, metrics)."""
+               tx: optax.GradientTransformation, pull: pull_lib.Pull = pull_lib.NO_PULL):
+  """One optimizer step; no I/O, no globals. Returns (new state, metrics).
+
+  ``pull`` is the run's :class:`ntkft.train.pull.Pull`, the one ``tx`` was built
+  with (``optim.optimizer``); the step adds it to the gradient when
+  ``pull.in_step`` (loss form).
+  """
   rng = jax.random.fold_in(state.rng, state.step)
 
   def risk(p):
@@ -61,12 +65,12 @@ def train_step(state: TrainState, batch, *, outputs_fn: Callable, loss_fn: Calla
   delta = jax.tree.map(jnp.subtract, state.trainable, state.trainable0)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
              "param_distance": optax.tree.norm(delta),
-             "objective": loss + 0.5 * lam * jnp.square(optax.tree.norm(delta))}
-  # ``lam`` may be traced (one compiled step for every λ, ntkft.train.warm_runs):
+             "objective": loss + 0.5 * pull.lam * jnp.square(optax.tree.norm(delta))}
+  # ``pull.lam`` may be traced (one compiled step for every λ, ntkft.train.warm_runs):
   # then the pull term is always in the program (λ = 0 adds exactly 0).
-  if pull_form == "loss" and (not isinstance(lam, (int, float)) or lam > 0):
-    grads, metrics["pull_on"] = pull.pull_gradient(grads, state.trainable, state.trainable0,
-                                                   lam, selective, block_of)
+  if pull.in_step:
+    grads, metrics["pull_on"] = pull_lib.pull_gradient(
+        grads, state.trainable, state.trainable0, pull.lam, pull.selective, pull.block_of)
   updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
   trainable = optax.apply_updates(state.trainable, updates)
   # Checked by the loop before the new state can be checkpointed.

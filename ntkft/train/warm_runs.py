@@ -39,6 +39,7 @@ from ntkft.linearize.gap import gap_sums_fn, linearization_gap
 from ntkft.models import flatten
 from ntkft.theta0 import build_theta0
 from ntkft.train import losses, optim, prefix_cache
+from ntkft.train import pull as pull_lib
 from ntkft.train import step as step_lib
 from ntkft.train.loop import evaluate, load_data
 from ntkft.train.state import TrainState
@@ -159,7 +160,7 @@ class WarmRuns:
 
       def train(state, batch, lam):
         return step_lib.train_step(state, batch, outputs_fn=outputs_fn, loss_fn=loss_fn,
-                                   tx=tx, lam=lam, pull_form="loss", selective="none")
+                                   tx=tx, pull=pull_lib.Pull(lam, "loss", "none"))
 
       def evaluate_batch(state, batch):
         out = step_lib.eval_outputs(state, batch, outputs_fn=outputs_fn)

@@ -63,8 +63,6 @@ def test_schedule_errors():
 def test_optimizer_errors():
   with pytest.raises(ValueError, match=r"unknown optimizer 'lion'; choose from \('sgd', "):
     optim.optimizer("lion", 1e-3)
-  with pytest.raises(ValueError, match=r"unknown pull form 'both'"):
-    optim.optimizer("sgd", 1e-3, lam=0.1, pull_form="both")
   with pytest.raises(ValueError, match=r"grad_accum_steps must be >= 1, got 0"):
     optim.optimizer("sgd", 1e-3, grad_accum_steps=0)
 

@@ -52,8 +52,8 @@ def _train(params0, batches, steps, tx, lam, pull_form, selective="none",
                      trainable0=jax.tree.map(jnp.copy, params0), frozen={},
                      opt_state=tx.init(params0), rng=jax.random.PRNGKey(0))
   train_step = jax.jit(functools.partial(
-      step_lib.train_step, outputs_fn=outputs_fn, loss_fn=loss_fn, tx=tx, lam=lam,
-      pull_form=pull_form, selective=selective, block_of=layer_block))
+      step_lib.train_step, outputs_fn=outputs_fn, loss_fn=loss_fn, tx=tx,
+      pull=_pull(lam, pull_form, selective)))
   path, metrics = [], []
   for s in range(steps):
     state, m = train_step(state, batches[s % len(batches)])
@@ -62,9 +62,13 @@ def _train(params0, batches, steps, tx, lam, pull_form, selective="none",
   return path, metrics
 
 
+def _pull(lam, form, selective="none"):
+  """The one pull object the optimizer and the step both take, as the loop builds it."""
+  return pull.Pull(lam, form, selective, layer_block)
+
+
 def _tx(lr, lam, form, selective="none", name="sgd"):
-  return optim.optimizer(name, lr, lam=lam, pull_form=form, selective=selective,
-                         block_of=layer_block)
+  return optim.optimizer(name, lr, pull=_pull(lam, form, selective))
 
 
 def _assert_paths_close(path_a, path_b, rtol=1e-12):
@@ -250,6 +254,23 @@ def test_bad_arguments():
   tx = pull.decoupled_pull_to_init(optax.sgd(0.1), 1.0, 0.1)
   with pytest.raises(ValueError, match="needs params"):
     tx.update({"a": jnp.ones(1)}, tx.init({"a": jnp.ones(1)}))
+  with pytest.raises(ValueError, match=r"unknown pull form 'both'"):
+    pull.Pull(0.1, "both")
+  with pytest.raises(ValueError, match=r"unknown selective mode 'sometimes'"):
+    pull.Pull(0.1, "loss", "sometimes")
+
+
+def test_one_pull_decides_where_it_applies():
+  """The optimizer applies the decoupled form, the step the loss form; λ = 0: neither."""
+  for lam, form, in_step, in_optimizer in ((1.0, "loss", True, False),
+                                           (1.0, "decoupled", False, True),
+                                           (0.0, "loss", False, False),
+                                           (0.0, "decoupled", False, False)):
+    p = pull.Pull(lam, form)
+    assert (p.in_step, p.in_optimizer) == (in_step, in_optimizer)
+  # A traced λ (one compiled step for every λ, warm_runs) keeps the loss term in the program.
+  assert jax.jit(lambda lam: jnp.asarray(pull.Pull(lam, "loss").in_step))(0.0)
+  assert not pull.NO_PULL.in_step and not pull.NO_PULL.in_optimizer
 
 
 # -- The objective at the default config (gradient clipping on) -------------------
@@ -277,8 +298,8 @@ def _train_default_config(form, selective, lam, steps=2000, lr=0.1):
   a, params0, outputs_fn, loss_fn = _default_optim_problem()
   tx = optim.optimizer("sgd", optim.schedule(lr, steps, o.warmup_steps, o.decay),
                        momentum=o.momentum, weight_decay=o.weight_decay,
-                       clip_norm=o.clip_norm, grad_accum_steps=o.grad_accum_steps, lam=lam,
-                       pull_form=form, selective=selective, block_of=layer_block)
+                       clip_norm=o.clip_norm, grad_accum_steps=o.grad_accum_steps,
+                       pull=_pull(lam, form, selective))
   path, metrics = _train(params0, [a], steps, tx, lam, form, selective,
                          outputs_fn=outputs_fn, loss_fn=loss_fn)
   return a, params0, path[-1], metrics, o
