@@ -43,6 +43,11 @@ def short_name(name: str) -> str:
   return _LAYER_RE.sub(lambda m: f"L{m.group(1)}", name)
 
 
+def layer_label(layers: Sequence[int]) -> str:
+  """(4, 5) -> "4-5" (file names, plot labels; the κ study's ``L4-5`` adds the L)."""
+  return "-".join(str(i) for i in layers)
+
+
 def ordered_block_kernels(config) -> theta0_kernels.BlockKernels:
   """:func:`ntkft.ntk_report.block_kernels`, blocks ordered by :func:`block_order_key`
   and symmetrized ((K + Kᵀ)/2, a rounding fix)."""

@@ -46,11 +46,6 @@ OUTCOMES = ("train_loss", "dev_metric")
 # ----------------------------------------------------------------- helpers
 
 
-def layer_label(layers: Sequence[int]) -> str:
-  """(4, 5) -> "4-5" (file names, plot labels)."""
-  return "-".join(str(i) for i in layers)
-
-
 def num_layers_of(model_name: str) -> int:
   return read_config(resolve_model_dir(model_name)).num_layers
 

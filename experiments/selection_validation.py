@@ -150,7 +150,7 @@ def plot_arms(results: dict, path):
       vals = [common.optional(v) for v in out["arms"][a]["dev_metric"]]
       ax.plot(np.full(len(vals), x), vals, "k.", markersize=4)
     ax.set_xticks(xs)
-    ax.set_xticklabels([f"{a}\n({layer_study.layer_label(out['arms'][a]['layers'])})"
+    ax.set_xticklabels([f"{a}\n({common.layer_label(out['arms'][a]['layers'])})"
                         for a in names], fontsize=7)
     finite = [m for m in means if np.isfinite(m)]
     if finite:
@@ -159,7 +159,7 @@ def plot_arms(results: dict, path):
     ax.set_ylabel(f"dev {out.get('dev_metric_name', 'metric')}")
     sel = out["selector"]
     ax.set_title(f"{task}: selector {sel['criterion']} -> "
-                 f"({layer_study.layer_label(sel['layers'])})", fontsize=9)
+                 f"({common.layer_label(sel['layers'])})", fontsize=9)
   fig.tight_layout()
   fig.savefig(path)
 
@@ -203,7 +203,7 @@ def run(config, workdir: str) -> dict:
       arm = {"layers": list(layers), "seeds": list(seeds), "dev_metric": [],
              "train_loss": [], "run_seconds": [], "kernel": stats}
       for seed in seeds:
-        label = layer_study.layer_label(layers)
+        label = common.layer_label(layers)
         summary = layer_study.finetune(config.finetune, task, layers, seed,
                                        workdir / task / "runs" / f"L{label}_s{seed}",
                                        config.keep_checkpoints)

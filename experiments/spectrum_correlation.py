@@ -97,7 +97,7 @@ def plot_scatter(results: dict, path):
       ax.scatter(kappa[ok], y[ok], color=f"C{t}", s=28)
       for r, xk, yk, good in zip(rows, kappa, y, ok):
         if good:
-          ax.annotate(layer_study.layer_label(r["layers"]), (xk, yk), fontsize=7,
+          ax.annotate(common.layer_label(r["layers"]), (xk, yk), fontsize=7,
                       xytext=(3, 3), textcoords="offset points")
       if ok.any():
         ax.set_xscale("log")
@@ -132,7 +132,7 @@ def run(config, workdir: str) -> dict:
     rows = []
     for layers in layer_sets:
       row = {"layers": list(layers), **layer_study.set_stats(tk, layers, head)}
-      label = layer_study.layer_label(layers)
+      label = common.layer_label(layers)
       summary = layer_study.finetune(config.finetune, task, layers, config.seed,
                                      workdir / task / "runs" / f"L{label}",
                                      config.keep_checkpoints)

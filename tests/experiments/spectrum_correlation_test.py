@@ -6,7 +6,7 @@ import pytest
 import scipy.stats
 
 from configs import spectrum_correlation as spectrum_correlation_config
-from experiments import layer_study, spectrum_correlation
+from experiments import common, layer_study, spectrum_correlation
 from tests.test_util import write_tiny_bert_checkpoint
 
 LAYER_SETS = ((0,), (2,), (1, 2))
@@ -49,10 +49,10 @@ def test_runlocal_writes_results_figure_and_resumes(tmp_path, data_root, capsys)
   assert sorted(k for k in z.files if k.startswith("block/")) == [
       "block/head", "block/layer_0", "block/layer_1", "block/layer_2"]
   for r in rows:
-    run_summary = json.loads((work / "sst2" / "runs" / f"L{layer_study.layer_label(r['layers'])}"
+    run_summary = json.loads((work / "sst2" / "runs" / f"L{common.layer_label(r['layers'])}"
                               / "summary.json").read_text())
     assert run_summary["num_trainable"] == r["num_params"]
-    assert not (work / "sst2" / "runs" / f"L{layer_study.layer_label(r['layers'])}"
+    assert not (work / "sst2" / "runs" / f"L{common.layer_label(r['layers'])}"
                 / "ckpt").exists()
     k_s = z["block/head"] + sum(z[f"block/layer_{i}"] for i in r["layers"])
     eigs = np.linalg.eigvalsh(k_s)
