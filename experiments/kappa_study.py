@@ -53,8 +53,8 @@ def layer_sets(config) -> list[tuple[int, ...]]:
 
 
 def label(layers) -> str:
-  """E.g. ``L2-4`` for layers (2, 4)."""
-  return "L" + "-".join(str(i) for i in layers)
+  """E.g. ``L2-4`` for layers (2, 4) (point ids, results keys)."""
+  return "L" + common.layer_label(layers)
 
 
 def kernel_id(task, seed) -> str:
