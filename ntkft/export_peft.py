@@ -22,24 +22,17 @@ import pathlib
 
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import flags
 
 from ntkft import cli, peft, theta0
 from ntkft.models import flatten, peft_format
+from ntkft.train import checkpoint
 
 
 def last_trainable(workdir: pathlib.Path) -> tuple[dict[str, np.ndarray], int]:
   """({name: array} of the trained parameters, step) from the last checkpoint."""
-  directory = workdir.resolve() / "ckpt"
-  if not directory.is_dir():
-    raise FileNotFoundError(f"no checkpoints in {directory} (not an ntkft.run workdir?)")
-  with ocp.CheckpointManager(directory) as mngr:
-    step = mngr.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no complete checkpoint in {directory}")
-    state = mngr.restore(step, args=ocp.args.StandardRestore())
-  return {k: np.asarray(v) for k, v in flatten(state["trainable"]).items()}, int(step)
+  state, step = checkpoint.restore_last_state(workdir)
+  return {k: np.asarray(v) for k, v in flatten(state["trainable"]).items()}, step
 
 
 def export(workdir: str | pathlib.Path, out: str | pathlib.Path) -> dict:

@@ -28,13 +28,12 @@ from typing import Callable, Sequence
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from ntkft import data, records, theta0
 from ntkft.merge import vectors
 from ntkft.models import flatten
 from ntkft.peft import combine
-from ntkft.train import loop, losses
+from ntkft.train import checkpoint, loop, losses
 from ntkft.train import step as step_lib
 from ntkft.typing import Params
 
@@ -77,18 +76,6 @@ class Run:
     return data.get_task(self.config.task)
 
 
-def _last_state(workdir: pathlib.Path) -> tuple[dict, int]:
-  directory = workdir.resolve() / "ckpt"
-  if not directory.is_dir():
-    raise FileNotFoundError(f"no checkpoints in {directory} (not an ntkft.run workdir?)")
-  with ocp.CheckpointManager(directory) as mngr:
-    step = mngr.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no complete checkpoint in {directory}")
-    state = mngr.restore(step, args=ocp.args.StandardRestore())
-  return state, int(step)
-
-
 def load_run(workdir: str | pathlib.Path) -> Run:
   """The last checkpoint of an ``ntkft.run`` workdir, with its model (θ0 built from its config).
 
@@ -103,7 +90,7 @@ def load_run(workdir: str | pathlib.Path) -> Run:
   config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
   if config.mode not in step_lib.MODES:
     raise ValueError(f"{config_path}: unknown mode {config.mode!r}; choose from {step_lib.MODES}")
-  state, step = _last_state(workdir)
+  state, step = checkpoint.restore_last_state(workdir)
   model = theta0.build_theta0(config).model
   task = data.get_task(config.task)
   outputs = step_lib.model_fn(config.mode, model.apply_fn)

@@ -55,3 +55,21 @@ def restore_latest(mngr: ocp.CheckpointManager, target, shardings=None):
 def save(mngr: ocp.CheckpointManager, step: int, state, force: bool = False) -> bool:
   """Saves if the policy says so (or ``force``); returns whether it saved."""
   return mngr.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def restore_last_state(workdir: str | pathlib.Path) -> tuple[dict, int]:
+  """(state as nested dicts, step) of the last complete checkpoint of an ``ntkft.run`` workdir,
+  restored without a target (host arrays; ``state["trainable"]``, ``["trainable0"]``, ...).
+
+  Raises:
+    FileNotFoundError: no ``ckpt/`` folder, or no complete checkpoint in it.
+  """
+  directory = pathlib.Path(workdir).resolve() / "ckpt"
+  if not directory.is_dir():
+    raise FileNotFoundError(f"no checkpoints in {directory} (not an ntkft.run workdir?)")
+  with ocp.CheckpointManager(directory) as mngr:
+    step = mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    state = mngr.restore(step, args=ocp.args.StandardRestore())
+  return state, int(step)
