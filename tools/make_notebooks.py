@@ -77,9 +77,9 @@ for path in {name}.plot_all(results, WORKDIR):
 
 SWITCH_MD = """\
 **Scale.** `RUNLOCAL = True` runs the config's `runlocal` variant, a smoke run that finishes in a
-few minutes on 2 CPU cores (CI executes every notebook this way). `RUNLOCAL = False` runs the
-full-scale config `configs/{name}.py` (use a GPU runtime on Colab). The figures in the README are
-drawn from the full-scale results stored in `docs/results/{name}/results.json` by
+few minutes on 2 CPU cores (`make notebooks` executes every notebook this way). `RUNLOCAL = False`
+runs the full-scale config `configs/{name}.py` (use a GPU runtime on Colab). The figures in the
+README are drawn from the full-scale results stored in `docs/results/{name}/results.json` by
 `python -m experiments.figures --results=docs/results --out=docs/figures` (`make figures`)."""
 
 # name, file, title, intro markdown, math markdown, figure markdown, plot cell, extra cell.

@@ -1,12 +1,10 @@
 """`python -m experiments.figures`: PNGs from stored results.json files, skips the rest."""
 import json
+import shutil
 
 import pytest
 
-from configs import ntk_spectra as ntk_spectra_config
-from configs import perturbation_bounds as perturbation_bounds_config
-from experiments import figures, ntk_spectra, perturbation_bounds
-from tests.test_util import write_tiny_bert_checkpoint
+from experiments import figures
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -26,22 +24,15 @@ def lambda_sweep_results():
 
 
 @pytest.fixture(scope="module")
-def stored_results(tmp_path_factory):
+def stored_results(tmp_path_factory, ntk_spectra_run, perturbation_bounds_run):
   """<tmp>/results/<name>/results.json for lambda_sweep (synthetic) and for
-  ntk_spectra, perturbation_bounds (run on a tiny random BERT)."""
-  root = tmp_path_factory.mktemp("figures")
-  model = str(write_tiny_bert_checkpoint(root / "tiny_bert", num_layers=2))
-  results = root / "results"
-  for name, config in (("ntk_spectra", ntk_spectra_config.get_config("runlocal")),
-                       ("perturbation_bounds",
-                        perturbation_bounds_config.get_config("runlocal,order=greedy"))):
-    config.model.name = model
-    config.n, config.chunk_size, config.data.max_len = 4, 0, 16
-    if name == "ntk_spectra":
-      config.choices = ("singles", "all")
-      ntk_spectra.run(config, str(results / name))
-    else:
-      perturbation_bounds.run(config, str(results / name))
+  ntk_spectra, perturbation_bounds (the session's runs on a tiny random BERT,
+  tests/experiments/conftest.py)."""
+  results = tmp_path_factory.mktemp("figures") / "results"
+  for name, (_, workdir, _) in (("ntk_spectra", ntk_spectra_run),
+                                ("perturbation_bounds", perturbation_bounds_run)):
+    (results / name).mkdir(parents=True)
+    shutil.copy(workdir / "results.json", results / name / "results.json")
   (results / "lambda_sweep").mkdir()
   (results / "lambda_sweep" / "results.json").write_text(json.dumps(lambda_sweep_results()))
   return results

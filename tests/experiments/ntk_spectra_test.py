@@ -8,27 +8,15 @@ import pytest
 from configs import ntk_spectra as ntk_spectra_config
 from experiments import common, ntk_spectra
 from ntkft import ntk, ntk_report, peft, records, theta0
-from tests.test_util import write_tiny_bert_checkpoint
 
 NUM_LAYERS = 3
 
 
-def tiny_config(model_dir):
-  config = ntk_spectra_config.get_config("runlocal")
-  config.model.name = str(model_dir)
-  config.n = 6
-  config.chunk_size = 4          # 6 = 4 + 2 padded: exercises the chunking
-  config.data.max_len = 24
-  config.choices = ("singles", (0, 2), ("layer_2", "layer_0"), "all", 1)
-  return config
-
-
-@pytest.fixture(scope="module")
-def run_once(tmp_path_factory):
-  root = tmp_path_factory.mktemp("ntk_spectra")
-  config = tiny_config(write_tiny_bert_checkpoint(root / "tiny_bert", num_layers=NUM_LAYERS))
-  returned = ntk_spectra.run(config, str(root / "w"))
-  return config, root / "w", returned
+@pytest.fixture
+def run_once(ntk_spectra_run):
+  """The session's run (tests/experiments/conftest.py): 3 layers, n = 6, chunks of 4,
+  choices ("singles", (0, 2), ("layer_2", "layer_0"), "all", 1)."""
+  return ntk_spectra_run
 
 
 def direct_kernels(config):

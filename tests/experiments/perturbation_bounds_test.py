@@ -6,25 +6,16 @@ import math
 import numpy as np
 import pytest
 
-from configs import perturbation_bounds as perturbation_bounds_config
 from experiments import perturbation_bounds
 from ntkft import select
-from tests.test_util import write_tiny_bert_checkpoint
 
 NUM_LAYERS = 3
 
 
-@pytest.fixture(scope="module")
-def run_once(tmp_path_factory):
-  root = tmp_path_factory.mktemp("perturbation_bounds")
-  config = perturbation_bounds_config.get_config("runlocal")
-  config.model.name = str(write_tiny_bert_checkpoint(root / "tiny_bert", num_layers=NUM_LAYERS))
-  config.n = 6
-  config.chunk_size = 0
-  config.data.max_len = 24
-  config.order = "2,0,1"
-  returned = perturbation_bounds.run(config, str(root / "w"))
-  return config, root / "w", returned
+@pytest.fixture
+def run_once(perturbation_bounds_run):
+  """The session's run (tests/experiments/conftest.py): 3 layers, n = 6, order "2,0,1"."""
+  return perturbation_bounds_run
 
 
 def check_steps(steps, kernels, order, ridge):

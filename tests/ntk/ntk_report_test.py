@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from configs import ntk_spectrum
 from ntkft import ntk_report
@@ -36,26 +37,34 @@ def test_runlocal_writes_kernel_and_spectrum(tmp_path):
   assert (tmp_path / "spectrum.png").stat().st_size > 1000
 
 
-def test_length_buckets_give_the_same_kernel(tmp_path):
+def _unchunked_config():
   config = ntk_spectrum.get_config("runlocal")
   config.n = 8
   config.chunk_size = 0
   config.progress = False
-  ntk_report.run(config, str(tmp_path / "padded"))
+  return config
+
+
+@pytest.fixture(scope="module")
+def formed(tmp_path_factory):
+  """The unchunked, unbucketed run both tests below compare with: (summary, workdir)."""
+  workdir = tmp_path_factory.mktemp("ntk_report_formed")
+  return ntk_report.run(_unchunked_config(), str(workdir)), workdir
+
+
+def test_length_buckets_give_the_same_kernel(tmp_path, formed):
+  config = _unchunked_config()
   config.length_buckets = (16, 32)
   ntk_report.run(config, str(tmp_path / "cut"))
-  padded = np.load(tmp_path / "padded" / "kernel.npz")["kernel"]
+  padded = np.load(formed[1] / "kernel.npz")["kernel"]
   cut = np.load(tmp_path / "cut" / "kernel.npz")["kernel"]
   np.testing.assert_allclose(cut, padded, rtol=0, atol=1e-5 * np.abs(padded).max())
 
 
-def test_operator_spectrum_matches_the_formed_kernel(tmp_path):
+def test_operator_spectrum_matches_the_formed_kernel(tmp_path, formed):
   """implementation="operator": Lanczos on K v gives the formed kernel's extremes."""
-  config = ntk_spectrum.get_config("runlocal")
-  config.n = 8
-  config.chunk_size = 0
-  config.progress = False
-  formed = ntk_report.run(config, str(tmp_path / "formed"))
+  formed = formed[0]
+  config = _unchunked_config()
   config.implementation = "operator"
   summary = ntk_report.run(config, str(tmp_path / "operator"))
   assert json.loads((tmp_path / "operator" / "spectrum.json").read_text())["lanczos_iters"] == 8
