@@ -100,8 +100,9 @@ class WarmRuns:
     self.stream = data.TrainStream(self.train_enc, d.batch_size, d.buckets, d.max_len,
                                    config.seed)
     self.dev_batches = data.eval_batches(self.dev_enc, d.eval_batch_size, d.buckets, d.max_len)
-    self.train_eval_batches = data.eval_batches(self.train_enc, d.eval_batch_size, d.buckets,
-                                                d.max_len)
+    # No batch larger than its split: padding rows would cost a forward each.
+    self.train_eval_batches = data.eval_batches(
+        self.train_enc, min(d.eval_batch_size, len(self.train_enc.labels)), d.buckets, d.max_len)
     self.num_layers = self.model.config.num_layers
     self._caches = {}
     self._structure = repr((self.model.config, self.model.head, self.model.adapters))
