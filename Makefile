@@ -26,7 +26,7 @@ run: install
 	$(PY) -m ntkft.run --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: install
-	JAX_PLATFORMS=cpu $(PY) -m pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS) tests
+	JAX_PLATFORMS=cpu $(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS) tests
 
 test-slow: install
 	JAX_PLATFORMS=cpu $(PY) -m pytest -q -m slow $(PYTEST_ARGS) tests
