@@ -13,29 +13,28 @@ from tests.test_util import write_tiny_bert_checkpoint
 NUM_LAYERS = 3
 
 
-@pytest.fixture(scope="session")
-def ntk_spectra_run(tmp_path_factory):
-  """(config, workdir, returned results) of ntk_spectra.run: 3 layers, n = 6."""
-  root = tmp_path_factory.mktemp("ntk_spectra")
-  config = ntk_spectra_config.get_config("runlocal")
+def _tiny_run(tmp_path_factory, name, config_module, experiment, **fields):
+  """(config, workdir, returned results) of ``experiment.run`` at runlocal scale on a tiny
+  BERT of NUM_LAYERS layers, n = 6 examples of max_len 24, with ``fields`` set."""
+  root = tmp_path_factory.mktemp(name)
+  config = config_module.get_config("runlocal")
   config.model.name = str(write_tiny_bert_checkpoint(root / "tiny_bert", num_layers=NUM_LAYERS))
   config.n = 6
-  config.chunk_size = 4          # 6 = 4 + 2 padded: exercises the chunking
   config.data.max_len = 24
-  config.choices = ("singles", (0, 2), ("layer_2", "layer_0"), "all", 1)
-  returned = ntk_spectra.run(config, str(root / "w"))
-  return config, root / "w", returned
+  for key, value in fields.items():
+    config[key] = value
+  return config, root / "w", experiment.run(config, str(root / "w"))
+
+
+@pytest.fixture(scope="session")
+def ntk_spectra_run(tmp_path_factory):
+  """ntk_spectra: chunks of 4 (6 = 4 + 2 padded: exercises the chunking), several choices."""
+  return _tiny_run(tmp_path_factory, "ntk_spectra", ntk_spectra_config, ntk_spectra,
+                   chunk_size=4, choices=("singles", (0, 2), ("layer_2", "layer_0"), "all", 1))
 
 
 @pytest.fixture(scope="session")
 def perturbation_bounds_run(tmp_path_factory):
-  """(config, workdir, returned results) of perturbation_bounds.run: 3 layers, n = 6."""
-  root = tmp_path_factory.mktemp("perturbation_bounds")
-  config = perturbation_bounds_config.get_config("runlocal")
-  config.model.name = str(write_tiny_bert_checkpoint(root / "tiny_bert", num_layers=NUM_LAYERS))
-  config.n = 6
-  config.chunk_size = 0
-  config.data.max_len = 24
-  config.order = "2,0,1"
-  returned = perturbation_bounds.run(config, str(root / "w"))
-  return config, root / "w", returned
+  """perturbation_bounds: one chunk, layers added in the order 2, 0, 1."""
+  return _tiny_run(tmp_path_factory, "perturbation_bounds", perturbation_bounds_config,
+                   perturbation_bounds, chunk_size=0, order="2,0,1")
