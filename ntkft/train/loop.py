@@ -94,15 +94,21 @@ def load_data(config, task, tokenizer):
           eval_set(mismatched) if mismatched else None)
 
 
-def evaluate(eval_fn, state, batches, labels, task, is_regression, put_batch=lambda b: b):
+def evaluate(eval_fn, state, batches, labels, task, is_regression, put_batch=lambda b: b,
+             on_outputs=None):
   """Metrics of the model in ``state`` over ``batches`` (every example once).
 
-  ``put_batch`` turns a host batch into the (sharded) arrays ``eval_fn`` takes.
+  ``put_batch`` turns a host batch into the (sharded) arrays ``eval_fn`` takes;
+  ``on_outputs(fed_batch, outputs)``, if given, sees every batch's outputs (e.g. to reuse
+  them for the linearization gap).
   """
   preds = np.zeros(len(labels), dtype=np.float32 if is_regression else np.int64)
   loss_sum = 0.0
   for batch in batches:
-    out, loss = eval_fn(state, put_batch(batch))
+    fed = put_batch(batch)
+    out, loss = eval_fn(state, fed)
+    if on_outputs is not None:
+      on_outputs(fed, out)
     keep = batch["weights"] > 0
     preds[batch["index"][keep]] = np.asarray(losses.predictions(out, is_regression))[keep]
     loss_sum += float(loss) * keep.sum()

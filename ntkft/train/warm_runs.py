@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from ntkft import data, peft
-from ntkft.linearize.gap import gap_sums_fn, linearization_gap
+from ntkft.linearize.gap import gap_from_sums, gap_sums_given_outputs_fn
 from ntkft.models import flatten
 from ntkft.theta0 import build_theta0
 from ntkft.train import losses, optim, prefix_cache
@@ -167,7 +167,7 @@ class WarmRuns:
         out = step_lib.eval_outputs(state, batch, outputs_fn=outputs_fn)
         return out, loss_fn(out, batch)
 
-      gap = gap_sums_fn(lambda p, fr, b: cache.apply_fn(peft.combine(p, fr), b))
+      gap = gap_sums_given_outputs_fn(lambda p, fr, b: cache.apply_fn(peft.combine(p, fr), b))
       _COMPILED[key] = dict(tx=tx, injected=injected, train=jax.jit(train),
                             eval=jax.jit(evaluate_batch), gap=gap)
     return _COMPILED[key]
@@ -219,14 +219,18 @@ class WarmRuns:
     def feed(split):
       return lambda b: cache.attach(b, split)
 
+    gap_pairs = []
+    want_gap = c.get("lin_gap", False) and c.mode == "nonlinear"
+
+    def gap_of_batch(fed, out):  # the evaluation's outputs are f(θ_T): one jvp more per batch
+      if want_gap:
+        gap_pairs.append(fns["gap"](state.trainable0, state.trainable, state.frozen, fed, out))
+
     dev = evaluate(fns["eval"], state, self.dev_batches, self.dev_enc.labels, self.task,
-                   False, feed("dev"))
+                   False, feed("dev"), on_outputs=gap_of_batch)
     train_eval = evaluate(fns["eval"], state, self.train_eval_batches, self.train_enc.labels,
                           self.task, False, feed("train"))
-    gap = None
-    if c.get("lin_gap", False) and c.mode == "nonlinear":
-      gap = linearization_gap(None, state.trainable0, state.trainable, state.frozen,
-                              self.dev_batches, feed("dev"), sums=fns["gap"])["lin_gap"]
+    gap = gap_from_sums(gap_pairs)["lin_gap"] if want_gap else None
     delta = jax.tree.map(jnp.subtract, state.trainable, state.trainable0)
     return {"train_loss": train_eval["loss"], "dev_metric": dev[self.task.primary_metric],
             "dev_metric_name": self.task.primary_metric, "dev_metrics": dev,
