@@ -23,7 +23,8 @@ that file exists. ``W/results.json`` is written when the process ends (all
 points done, ``max_seconds`` reached, or ``--config.collect_only``): ``runs``
 (one per finished run point: task, layers, seed, lam, regime, mode, train_loss,
 dev_metric, lin_gap, plateaued, diverged, seconds, predictors of its layer set)
-and, from ``experiments.kappa_analysis``, ``verdicts`` and the exploratory tables.
+and, from ``experiments.kappa_analysis``, ``verdicts``, ``cells`` and (once every point
+exists: no interim looks at predictor-outcome relations) the exploratory tables.
 """
 import itertools
 import json
@@ -230,6 +231,8 @@ def collect(config, workdir: pathlib.Path, seconds: float) -> dict:
              "run_seconds": sum(v["seconds"] for k, v in done.items() if k.startswith("run_")),
              "wall_seconds_this_session": seconds, "kernels": kernels, "runs": runs}
   results.update(kappa_analysis.analyse(config, runs, planned_cells(config)))
+  if not results["complete"]:  # no interim looks at predictor-outcome relations
+    results["exploratory"] = "computed when every point exists"
   return results
 
 
