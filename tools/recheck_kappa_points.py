@@ -6,13 +6,17 @@ Default ids: the first kernel point and the first run points of each kind (regim
 λ 0 and 10, the tangent run) of SST-2 seed 0. Every number of a recomputed point except
 wall times (``seconds``, ``train_seconds``, ``jacobian_seconds``) must equal the stored
 one exactly (issue 21: a refactor changes no number the sweep computes). Exit 1 on any
-difference, printing the first few.
+difference, printing the first few. Bit-identity holds on the kind of CPU that computed the
+points (the stored ``machine`` of results.json); on another CPU float32 results differ in the
+last bits (vector width, XLA's partitioning), and then only a tolerance check is meaningful.
 """
 import argparse
 import json
 import pathlib
 import sys
 import tempfile
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # the repository root
 
 from configs import kappa_study as kappa_config
 from experiments import common, kappa_study
