@@ -78,6 +78,11 @@ def _table(header: list, rows: list) -> str:
   return "\n".join(lines)
 
 
+def outcome_words(name: str) -> str:
+  """``train_loss`` -> "train loss"."""
+  return _OUTCOME.get(name, name)
+
+
 def kernel_words(name: str) -> str:
   """``plain_flat_head`` -> "plain flattened kernel with head"."""
   parts = name.split("_")
@@ -97,17 +102,30 @@ def _require(results: dict, keys, what: str) -> None:
 
 # --- The κ study: confirmatory ------------------------------------------------------------
 
-def describe(v: dict) -> str:
-  """A hypothesis in words, e.g. "regime (a): ρ(κ_λ of the plain flattened kernel with
-  head, train loss) at λ*, predicted > 0"."""
+def _hypothesis(v: dict) -> dict:
+  """The ``kappa_analysis.HYPOTHESES`` entry of a verdict record."""
   h = _HYPOTHESES.get(v.get("id"))
   if h is None:
     raise ValueError(f"verdicts: unknown hypothesis id {v.get('id')!r} "
                      f"(known: {', '.join(_HYPOTHESES)})")
-  what = (f"ρ(κ_λ of the {kernel_words(h['kernel'])}, "
-          f"{_OUTCOME.get(h['outcome'], h['outcome'])})")
+  return h
+
+
+def describe(v: dict) -> str:
+  """A hypothesis in words, e.g. "regime (a): ρ(κ_λ of the plain flattened kernel with
+  head, train loss) at λ*, predicted > 0"."""
+  h = _hypothesis(v)
+  what = f"ρ(κ_λ of the {kernel_words(h['kernel'])}, {outcome_words(h['outcome'])})"
   at = f"{what} at λ* minus {what} at λ = 0" if h["lam"] == "star-0" else f"{what} at λ*"
   return f"regime ({h['regime']}): {at}, predicted {'>' if h['sign'] > 0 else '<'} 0"
+
+
+def short_label(v: dict) -> str:
+  """E.g. "H2: κ_λ plain_flat_head vs train loss, (a), λ* − λ=0, > 0" (plot labels)."""
+  h = _hypothesis(v)
+  at = "λ* − λ=0" if h["lam"] == "star-0" else "λ*"
+  return (f"{v['id']}: κ_λ {h['kernel']} vs {outcome_words(h['outcome'])}, ({h['regime']}), "
+          f"{at}, {'>' if h['sign'] > 0 else '<'} 0")
 
 
 def status(kappa: dict) -> str:
@@ -204,7 +222,7 @@ def rho_vs_lin_gap_table(kappa: dict) -> str:
                 "yes" if first["lambda_star"] else ""]
                + [_rho_text(by_series.get(s)) for s in series])
   return _table(["task", "regime", "λ", "median lin_gap", "λ*"]
-                + [f"κ_λ {k} vs {_OUTCOME.get(o, o)}: ρ; partial ρ" for k, o in series], out)
+                + [f"κ_λ {k} vs {outcome_words(o)}: ρ; partial ρ" for k, o in series], out)
 
 
 def exploratory_table(kappa: dict, regime: str, kernel: str, outcome: str) -> str:
@@ -220,7 +238,7 @@ def exploratory_table(kappa: dict, regime: str, kernel: str, outcome: str) -> st
   names = [f"{kernel}.{s}" for s in kappa_analysis.EXPLORATORY_STATS] + ["depth", "size"]
   rows = [[_STAT.get(name.split(".")[-1], name)]
           + [_rho_text(entries[t].get(f"{name}:{outcome}")) for t in tasks] for name in names]
-  return _table([f"{kernel_words(kernel)} vs {_OUTCOME.get(outcome, outcome)}"]
+  return _table([f"{kernel_words(kernel)} vs {outcome_words(outcome)}"]
                 + [f"{t} (λ* = {fmt_num(stars[t])})" for t in tasks], rows)
 
 

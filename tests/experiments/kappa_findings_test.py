@@ -1,5 +1,6 @@
 """The κ and selection studies' findings as text (experiments/kappa_findings.py and
-tools/render_kappa_findings.py) on synthetic results.json files.
+tools/render_kappa_findings.py) and figures (experiments/kappa_figures.py, through
+experiments.figures) on synthetic results.json files.
 
 The κ results come from ``kappa_analysis.analyse`` on a small synthetic design,
 stored as collect stores them (``records.jsonable``: nan/inf -> null), so the
@@ -9,6 +10,7 @@ partial beside it, and nothing about predictor-outcome relations is shown before
 every point exists.
 """
 import json
+import pathlib
 import re
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 
 from configs import kappa_study as kappa_config
-from experiments import kappa_analysis, kappa_findings
+from experiments import figures, kappa_analysis, kappa_figures, kappa_findings
 from ntkft import records
 from tests.conftest import REPO
 
@@ -276,3 +278,41 @@ def test_render_tool(complete, tmp_path):
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1] == (
       f"render_kappa_findings: no results at {tmp_path / 'missing.json'}")
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures_only_once_a_study_is_complete(complete, incomplete, tmp_path, capsys):
+  assert kappa_figures.plot_kappa_study(incomplete, tmp_path / "early") == []
+  assert kappa_figures.plot_selection_study(_selection(False), tmp_path / "early") == []
+  assert not (tmp_path / "early").exists()
+  printed = capsys.readouterr().out
+  assert (f"no figures until every point exists ({incomplete['points_done']} of "
+          f"{incomplete['points_total']} points)") in printed
+  paths = (kappa_figures.plot_kappa_study(complete, tmp_path / "k")
+           + kappa_figures.plot_selection_study(_selection(True), tmp_path / "s"))
+  assert [pathlib.Path(p).name for p in paths] == [
+      "kappa_study_verdicts.png", "kappa_study_rho_vs_lin_gap.png", "kappa_study_kappa_vs_n.png",
+      "selection_study_arms.png"]
+  for p in paths:
+    data = pathlib.Path(p).read_bytes()
+    assert data[:8] == PNG and len(data) > 5000, p
+
+
+def test_make_figures_draws_the_complete_study_and_skips_the_incomplete(complete, incomplete,
+                                                                         tmp_path, capsys):
+  for name, results in (("kappa_study", incomplete), ("selection_study", _selection(True))):
+    (tmp_path / "results" / name).mkdir(parents=True)
+    (tmp_path / "results" / name / "results.json").write_text(json.dumps(results))
+  written = figures.regenerate(tmp_path / "results", tmp_path / "out",
+                               ["kappa_study", "selection_study"])
+  assert list(written) == ["selection_study"]
+  assert "skip kappa_study: its results give no figures yet" in capsys.readouterr().out
+  (tmp_path / "results" / "kappa_study" / "results.json").write_text(json.dumps(complete))
+  written = figures.regenerate(tmp_path / "results", tmp_path / "out", ["kappa_study"])
+  assert [pathlib.Path(p).name for p in written["kappa_study"]] == [
+      "kappa_study_verdicts.png", "kappa_study_rho_vs_lin_gap.png", "kappa_study_kappa_vs_n.png"]
+  index = (tmp_path / "out" / "index.md").read_text()
+  assert "notebooks/03_kappa_vs_outcomes.ipynb" in index
+  assert "](kappa_study_rho_vs_lin_gap.png)" in index
