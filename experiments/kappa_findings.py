@@ -266,9 +266,11 @@ def kernels_table(kappa: dict) -> str:
   return _table(["task"] + [f"κ at N = {n}" for n in ns] + ["sign kernel asymmetry"], rows)
 
 
-def render_kappa(kappa: dict, source: str = KAPPA_SOURCE) -> str:
+def render_kappa(kappa: Optional[dict], source: str = KAPPA_SOURCE) -> str:
   """The κ study's findings: status only until every point exists; then the verdict
   table, one sentence per hypothesis, per-task ρ and the exploratory tables."""
+  if kappa is None:
+    return f"**κ study: not started** (no `{source}`)."
   _require(kappa, _KAPPA_KEYS, "kappa study")
   first, *per_h = status(kappa).splitlines()
   made = f"(`{source}`; rendered by `python tools/render_kappa_findings.py`)"

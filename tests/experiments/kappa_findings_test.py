@@ -187,6 +187,7 @@ def test_render_kappa_complete(complete):
                *kappa_findings.hypothesis_sentences(complete)):
     assert part in text
   assert "**Exploratory**" in text and "uncorrected 95% CIs" in text
+  assert kappa_findings.render_kappa(None, "x.json") == "**κ study: not started** (no `x.json`)."
 
 
 def test_incomplete_study_shows_status_only(incomplete):
