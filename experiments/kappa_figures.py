@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import kappa_findings
+from experiments import kappa_analysis, kappa_findings
 
 VERDICT_COLORS = {"supported": "C2", "refuted": "C3", "undecided": "C7"}
 REGIME_MARKERS = {"a": "o", "b": "^"}
@@ -101,9 +101,7 @@ def plot_rho_vs_lin_gap(rows: list, tasks, lin_gap_max: float, path) -> None:
   partial ρ (open, shifted right) with uncorrected 95% CIs against the cell's median
   lin_gap (``rho_vs_lin_gap``); colour: task, marker: regime, large: λ*; dashed: the
   lin_gap gate."""
-  series = list(dict.fromkeys((r["kernel"], r["outcome"]) for r in rows))
-  kernels = list(dict.fromkeys(k for k, _ in series))
-  outcomes = list(dict.fromkeys(o for _, o in series))
+  kernels, outcomes = kappa_analysis.RHO_VS_LIN_GAP_KERNELS, kappa_analysis.OUTCOMES
   fig = _new_figure(5.5 * len(outcomes), 4.2 * len(kernels))
   color = {t: f"C{i}" for i, t in enumerate(tasks)}
   for i, kernel in enumerate(kernels):
@@ -151,8 +149,8 @@ def plot_kappa_vs_n(kernels: list, tasks, path) -> None:
       if k["task"] != task:
         continue
       for label, curve in k["kappa_vs_n"].items():
-        ax.plot(curve["n"], [_num(v) for v in curve["kappa"]], "-", linewidth=0.8, alpha=0.6,
-                color=cmap(_depth(label) / 5))
+        ax.plot(curve["n"], [_num(v) for v in curve["kappa"]], "-o", linewidth=0.8,
+                markersize=2, alpha=0.6, color=cmap(_depth(label) / 5))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("N (examples)")
