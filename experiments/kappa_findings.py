@@ -324,7 +324,8 @@ def selection_table(selection: dict) -> str:
   rows = [[c["task"], f"selector − {c['arm']}", c["n"], fmt_ci(c["mean_difference"], c["ci"], 3),
            fmt_num(c["p"], 2), fmt_num(c["holm_level"]), "yes" if c["holm_rejected"] else "no"]
           for c in selection["comparisons"]]
-  return _table(["task", "difference", "seeds", "dev metric difference [Holm-level CI]", "p",
+  return _table(["task", "difference", "paired units", "dev metric difference [Holm-level CI]",
+                 "p",
                  "Holm level", "Holm rejects"], rows)
 
 
