@@ -24,7 +24,9 @@ points done, ``max_seconds`` reached, or ``--config.collect_only``): ``runs``
 (one per finished run point: task, layers, seed, lam, regime, mode, train_loss,
 dev_metric, lin_gap, plateaued, diverged, seconds, predictors of its layer set)
 and, from ``experiments.kappa_analysis``, ``verdicts``, ``cells`` and (once every point
-exists: no interim looks at predictor-outcome relations) the exploratory tables.
+exists: no interim looks at predictor-outcome relations) the exploratory tables
+``exploratory`` and ``rho_vs_lin_gap``; ``kernels`` holds κ vs N and the sign
+kernel's asymmetry per (task, seed).
 """
 import itertools
 import json
@@ -230,9 +232,9 @@ def collect(config, workdir: pathlib.Path, seconds: float) -> dict:
                                    if k.startswith("kernel_")),
              "run_seconds": sum(v["seconds"] for k, v in done.items() if k.startswith("run_")),
              "wall_seconds_this_session": seconds, "kernels": kernels, "runs": runs}
-  results.update(kappa_analysis.analyse(config, runs, planned_cells(config)))
-  if not results["complete"]:  # no interim looks at predictor-outcome relations
-    results["exploratory"] = "computed when every point exists"
+  # The predictor-outcome tables only once every point exists: no interim looks.
+  results.update(kappa_analysis.analyse(config, runs, planned_cells(config),
+                                        exploratory_tables=results["complete"]))
   return results
 
 
