@@ -19,7 +19,6 @@ parameters, so blocks add: K_S = Σ_{b∈S} K_b.
 ``ntkft.spectral.predictors`` are computed from these.
 """
 import functools
-import re
 from typing import Callable
 
 import jax
@@ -27,6 +26,7 @@ import numpy as np
 
 from ntkft import xla_workarounds
 from ntkft.models import flatten, unflatten
+from ntkft.models.blocks import encoder_layer_index
 from ntkft.ntk import chunking
 from ntkft.ntk import precision as precision_lib
 from ntkft.typing import Params
@@ -54,11 +54,8 @@ def split_head(trainable: Params) -> dict[str, Params]:
 
 def layer_block(path: str) -> str:
   """Block of a leaf path: ``layer_<i>`` for ``encoder/layer_<i>/...``, else ``head``."""
-  m = _LAYER.match(path)
-  return f"layer_{m.group(1)}" if m else "head"
-
-
-_LAYER = re.compile(r"^encoder/layer_(\d+)/")
+  layer = encoder_layer_index(path)
+  return "head" if layer is None else f"layer_{layer}"
 
 
 @functools.lru_cache(maxsize=None)
