@@ -2,7 +2,7 @@
 
 - Per-block kernel experiments (``ntk_spectra``, ``perturbation_bounds``):
   :func:`start_block_kernels` (checks, workdir, the kernels of
-  ``ntkft.ntk_report.block_kernels`` in model order), :func:`kernel_fields` (the
+  ``ntkft.theta0_kernels.kernels_of_config`` in model order), :func:`kernel_fields` (the
   leading results.json fields), :func:`write_kernel_results`; block names in
   plots (:func:`short_name`, :data:`EIG_LABEL`).
 - Every experiment: :func:`write_results` (results.json with ``wall_seconds``),
@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import scipy.stats
 
-from ntkft import data, ntk_report, records, theta0_kernels
+from ntkft import data, records, theta0_kernels
 
 # Axis label of kernel eigenvalues: the NTK is Σ_p ∂f/∂θ_p ∂f/∂θ_p, averaged
 # over the logits, so its unit is logit² per (unit of θ)².
@@ -49,9 +49,9 @@ def layer_label(layers: Sequence[int]) -> str:
 
 
 def ordered_block_kernels(config) -> theta0_kernels.BlockKernels:
-  """:func:`ntkft.ntk_report.block_kernels`, blocks ordered by :func:`block_order_key`
-  and symmetrized ((K + Kᵀ)/2, a rounding fix)."""
-  bk = ntk_report.block_kernels(config)
+  """:func:`ntkft.theta0_kernels.kernels_of_config` (the NTK), blocks ordered by
+  :func:`block_order_key` and symmetrized ((K + Kᵀ)/2, a rounding fix)."""
+  bk = theta0_kernels.kernels_of_config(config)
   kernels = {name: (bk.kernels[name] + bk.kernels[name].T) / 2
              for name in sorted(bk.kernels, key=block_order_key)}
   return dataclasses.replace(bk, kernels=kernels)
