@@ -5,6 +5,7 @@
   ``ntkft.theta0_kernels.kernels_of_config`` in model order), :func:`kernel_fields` (the
   leading results.json fields), :func:`write_kernel_results`; block names in
   plots (:func:`short_name`, :data:`EIG_LABEL`).
+- Figures: :func:`figure` (an Agg canvas) and :func:`draw_figures` (``plot_all``).
 - Every experiment: :func:`write_results` (results.json with ``wall_seconds``),
   :func:`as_floats` / :func:`optional` (JSON null back to nan),
   :func:`format_markdown`, :func:`parse_tasks`, :func:`compilation_cache`.
@@ -18,7 +19,7 @@ import pathlib
 import re
 import time
 import warnings
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -90,6 +91,28 @@ def write_kernel_results(results: dict, config, bk: theta0_kernels.BlockKernels,
                            "kernel_seconds": bk.seconds}, workdir, t0)
   save_block_kernels(bk, pathlib.Path(workdir) / "block_kernels.npz")
   return results
+
+
+def figure(width: float, height: float):
+  """A matplotlib ``Figure`` of ``width`` x ``height`` inches at 100 dpi on the Agg
+  canvas (no display, no pyplot state); matplotlib is imported here, on first use."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(width, height), dpi=100)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def draw_figures(results: dict, outdir, plots: dict[str, Callable]) -> list[str]:
+  """``plots[name](results, outdir / name)`` for each PNG name, in order, into ``outdir``
+  (created); returns the paths written. The body of each experiment's ``plot_all``."""
+  outdir = pathlib.Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for name, plot in plots.items():
+    plot(results, outdir / name)
+    paths.append(str(outdir / name))
+  return paths
 
 
 def write_results(results: dict, workdir, t0: float) -> dict:
