@@ -74,21 +74,21 @@ def _check_kind(kind: str, where: str) -> None:
     raise ValueError(f"{where}: unknown kernel kind {kind!r}; choose from {KINDS}")
 
 
-def kernel_options(chunk_size: int, memory_budget_mb: float, length_buckets,
+def kernel_options(chunk_size: int, memory_budget_bytes: int, length_buckets,
                    bar: Optional[tqdm.tqdm] = None) -> dict:
   """Keyword arguments of the ``ntkft.ntk`` kernel functions: the trace over
-  logits, ``chunk_size`` examples per chunk, ``memory_budget_mb`` and
+  logits, ``chunk_size`` examples per chunk, ``memory_budget_bytes`` and
   ``length_buckets`` (0 and () mean off), a progress update of ``bar`` per chunk
   (None: no callback)."""
   return dict(trace_axes=(-1,), batch_size=chunk_size or None,
-              memory_budget_bytes=int(memory_budget_mb * 2**20) or None,
+              memory_budget_bytes=memory_budget_bytes or None,
               on_chunk=None if bar is None else lambda info: bar.update(1),
               length_buckets=tuple(length_buckets) or None)
 
 
 def kernel_fn(start: Theta0, kind: str = "ntk", *,
               implementation: str = "jacobian_contraction", chunk_size: int = 0,
-              memory_budget_mb: float = 0.0, length_buckets=(),
+              memory_budget_bytes: int = 0, length_buckets=(),
               bar: Optional[tqdm.tqdm] = None, adam_eps: float = 0.0) -> Callable:
   """``fn(x1, x2=None) -> K`` of ``kind`` over ``start.trainable``, on any inputs.
 
@@ -98,7 +98,7 @@ def kernel_fn(start: Theta0, kind: str = "ntk", *,
       put the training examples in x2).
     implementation: ``ntkft.ntk.NtkImplementation`` name (kind "ntk"; the Adam
       kernel is computed by Jacobian contraction only).
-    chunk_size, memory_budget_mb, length_buckets, bar: :func:`kernel_options`.
+    chunk_size, memory_budget_bytes, length_buckets, bar: :func:`kernel_options`.
     adam_eps: ε of the smoothed sign (kind "adam"; 0: exact sign).
 
   Returns:
@@ -108,7 +108,7 @@ def kernel_fn(start: Theta0, kind: str = "ntk", *,
     ValueError: an unknown kind.
   """
   _check_kind(kind, "kernel_fn")
-  options = kernel_options(chunk_size, memory_budget_mb, length_buckets, bar)
+  options = kernel_options(chunk_size, memory_budget_bytes, length_buckets, bar)
   if kind == "ntk":
     options["implementation"] = implementation
   else:
@@ -118,7 +118,7 @@ def kernel_fn(start: Theta0, kind: str = "ntk", *,
 
 def per_block_kernels(start: Theta0, sample: FixedSample, block_by: str = "layer", *,
                       kind: str = "ntk", implementation: str = "jacobian_contraction",
-                      chunk_size: int = 0, memory_budget_mb: float = 0.0, length_buckets=(),
+                      chunk_size: int = 0, memory_budget_bytes: int = 0, length_buckets=(),
                       progress: bool = False, adam_eps: float = 0.0) -> BlockKernels:
   """Kernels of ``kind`` over ``start.trainable`` on the examples of ``sample``.
 
@@ -130,7 +130,7 @@ def per_block_kernels(start: Theta0, sample: FixedSample, block_by: str = "layer
     kind: "ntk" (per-block NTKs) or "adam" (the whole sign kernel, no blocks).
     implementation: ``ntkft.ntk.NtkImplementation`` name (kind "ntk").
     chunk_size: examples per kernel chunk (0: one chunk).
-    memory_budget_mb: bound on per-chunk Jacobians (0: none).
+    memory_budget_bytes: bound in bytes on per-chunk Jacobians (0: none).
     length_buckets: Jacobians of examples cut to the shortest bucket holding
       their tokens (``ntkft.ntk.lengths``; ``()``: off).
     progress: a tqdm bar over kernel chunks.
@@ -147,13 +147,14 @@ def per_block_kernels(start: Theta0, sample: FixedSample, block_by: str = "layer
   if kind == "ntk":
     block_fn = ntk.per_block_ntk_fn(
         start.apply, block_by, implementation=implementation,
-        **kernel_options(chunk_size, memory_budget_mb, length_buckets, bar))
+        **kernel_options(chunk_size, memory_budget_bytes, length_buckets, bar))
     kernels = {k: np.asarray(v, np.float64)
                for k, v in block_fn(x, None, start.trainable, start.frozen).items()}
     counts, whole = ntk.block_param_counts(start.trainable, block_by), None
   else:
-    fn = kernel_fn(start, "adam", chunk_size=chunk_size, memory_budget_mb=memory_budget_mb,
-                   length_buckets=length_buckets, bar=bar, adam_eps=adam_eps)
+    fn = kernel_fn(start, "adam", chunk_size=chunk_size,
+                   memory_budget_bytes=memory_budget_bytes, length_buckets=length_buckets,
+                   bar=bar, adam_eps=adam_eps)
     kernels, counts, whole = {}, {}, np.asarray(fn(x), np.float64)
   bar.close()
   fx0 = np.asarray(jax.jit(start.apply)(start.trainable, x, start.frozen), np.float64)
@@ -176,10 +177,11 @@ def kernel_sample(config, start: Theta0) -> FixedSample:
 
 def kernel_settings(config, kind: str = "ntk") -> dict:
   """The kernel settings of the config, as keyword arguments of :func:`per_block_kernels`:
-  implementation, chunk_size, and if present memory_budget_mb, length_buckets,
-  progress; ``adam_eps`` for kind "adam"."""
+  implementation, chunk_size, and if present memory_budget_mb (the config's unit,
+  passed on in bytes, MB = 2**20), length_buckets, progress; ``adam_eps`` for kind
+  "adam"."""
   settings = dict(implementation=config.implementation, chunk_size=config.chunk_size,
-                  memory_budget_mb=config.get("memory_budget_mb", 0.0),
+                  memory_budget_bytes=int(config.get("memory_budget_mb", 0.0) * 2**20),
                   length_buckets=config.get("length_buckets", ()),
                   progress=config.get("progress", False))
   if kind == "adam":
