@@ -1,4 +1,10 @@
-"""Plumbing shared by the experiments (no experiment imports another).
+"""Plumbing shared by the experiments.
+
+Experiments share code only through this module, with two deliberate
+exceptions: ``layer_study`` (the layer-set machinery of spectrum_correlation and
+selection_validation, not an experiment itself) and ``selection_study``, which
+reuses the κ study's points (``kappa_study``) and cells (``kappa_analysis``) by
+design (preregistration Amendment 2.9).
 
 - Per-block kernel experiments (``ntk_spectra``, ``perturbation_bounds``):
   :func:`start_block_kernels` (checks, workdir, the kernels of
