@@ -102,7 +102,8 @@ def kernel_fn(start: Theta0, kind: str = "ntk", *,
     adam_eps: ε of the smoothed sign (kind "adam"; 0: exact sign).
 
   Returns:
-    ``fn(x1, x2=None)``: (n1, n2) float32 kernel (``x2=None``: x1 against itself).
+    ``fn(x1, x2=None)``: the (n1, n2) kernel, a jax array in the model's dtype
+    (``x2=None``: x1 against itself).
 
   Raises:
     ValueError: an unknown kind.
