@@ -9,7 +9,7 @@ resumable sweep of points (configs/kappa_study.py), seed-major:
   at that seed's θ0 (``ntkft.train.warm_runs.WarmRuns``: the exact θ0 of every
   run of the group) on its n_train training examples, the per-layer and head
   blocks of the plain and sign kernels as float64 Grams
-  (``ntkft.layer_set_kernels.block_kernels``), and for each layer set S
+  (``ntkft.layer_set_kernels.untraced_block_kernels``), and for each layer set S
   (K_S = Σ_{i∈S} K_i + K_head) the predictors of the 8 kernels
   (``ntkft.spectral.predictors``), κ of the plain flattened kernel against the
   number of examples, and the sign kernel's asymmetry;
@@ -38,7 +38,7 @@ import numpy as np
 from configs import glue_common
 from experiments import common, kappa_analysis
 from ntkft import cli, config_lib, records
-from ntkft.layer_set_kernels import block_kernels, layer_block
+from ntkft.layer_set_kernels import layer_block, untraced_block_kernels
 from ntkft.spectral import predictors as predictors_lib
 from ntkft.spectral.stats import condition_number
 from ntkft.train.warm_runs import WarmRuns
@@ -147,8 +147,8 @@ def kernel_point(config, group: WarmRuns, seed: int) -> dict:
   t0 = time.time()
   x, labels = group.kernel_inputs()
   start = group.start
-  blocks = block_kernels(start.apply, start.trainable, start.frozen, x, layer_block,
-                         config.kernel_chunk)
+  blocks = untraced_block_kernels(start.apply, start.trainable, start.frozen, x, layer_block,
+                                  config.kernel_chunk)
   t_jac = time.time() - t0
   sets, vs_n, asym = {}, {}, {}
   for layers in layer_sets(config):

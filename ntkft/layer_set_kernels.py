@@ -1,7 +1,7 @@
 """Untraced plain and sign (Adam) kernels of a trainable set, per block, in float64.
 
-``block_kernels(apply, trainable, frozen, x, block_of)`` returns, for the N
-examples ``x``, outputs of C logits and every block b of the trainable leaves,
+``untraced_block_kernels(apply, trainable, frozen, x, block_of)`` returns, for the
+N examples ``x``, outputs of C logits and every block b of the trainable leaves,
 
   {("plain", b): J_b J_bᵀ,  ("sign", b): J_b sign(J_b)ᵀ}        each (N, N, C, C) float64
 
@@ -19,7 +19,6 @@ parameters, so blocks add: K_S = Σ_{b∈S} K_b.
 ``ntkft.spectral.predictors`` are computed from these.
 """
 import functools
-import re
 from typing import Callable
 
 import jax
@@ -27,6 +26,7 @@ import numpy as np
 
 from ntkft import xla_workarounds
 from ntkft.models import flatten, unflatten
+from ntkft.models.blocks import encoder_layer_index
 from ntkft.ntk import chunking
 from ntkft.ntk import precision as precision_lib
 from ntkft.typing import Params
@@ -54,11 +54,8 @@ def split_head(trainable: Params) -> dict[str, Params]:
 
 def layer_block(path: str) -> str:
   """Block of a leaf path: ``layer_<i>`` for ``encoder/layer_<i>/...``, else ``head``."""
-  m = _LAYER.match(path)
-  return f"layer_{m.group(1)}" if m else "head"
-
-
-_LAYER = re.compile(r"^encoder/layer_(\d+)/")
+  layer = encoder_layer_index(path)
+  return "head" if layer is None else f"layer_{layer}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,8 +104,8 @@ def _untraced(gram: np.ndarray, n: int) -> np.ndarray:
   return gram.reshape(n, c, n, c).transpose(0, 2, 1, 3)
 
 
-def block_kernels(apply: Callable, trainable: Params, frozen: Params, x, block_of: Callable,
-                  chunk_size: int = 0) -> dict:
+def untraced_block_kernels(apply: Callable, trainable: Params, frozen: Params, x,
+                           block_of: Callable, chunk_size: int = 0) -> dict:
   """{(kind, block): (N, N, C, C) float64} plain and sign kernels of every block.
 
   One Jacobian pass (:func:`block_jacobians`, arguments as there); per block
@@ -127,4 +124,4 @@ def head_lora_kernels(apply: Callable, trainable: Params, frozen: Params, x,
                       chunk_size: int = 0) -> dict:
   """The four (N, N, C, C) kernels of the module docstring (blocks "lora", "head")."""
   split_head(trainable)  # both parts must exist
-  return block_kernels(apply, trainable, frozen, x, _part_of, chunk_size)
+  return untraced_block_kernels(apply, trainable, frozen, x, _part_of, chunk_size)

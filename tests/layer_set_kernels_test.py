@@ -7,10 +7,10 @@ import pytest
 from ntkft import data, peft
 from ntkft.layer_set_kernels import (
   block_jacobians,
-  block_kernels,
   head_lora_kernels,
   layer_block,
   split_head,
+  untraced_block_kernels,
 )
 from ntkft.models import EncoderConfig, HeadConfig, init_model
 from ntkft.spectral import predictors as pred
@@ -117,13 +117,13 @@ def _planted_kappa_1e8():
   return apply, params, {"x": jnp.asarray(xs, jnp.float32)}, j64
 
 
-def test_block_kernels_resolve_lambda_min_at_kappa_1e8():
+def test_untraced_block_kernels_resolve_lambda_min_at_kappa_1e8():
   """Amendment 2, item 7: float64 Grams from the float32 Jacobian keep λmin at κ ≈ 1e8
   within 1e-3 relative; a float32 Gram of the same Jacobian does not."""
   apply, params, x, j64 = _planted_kappa_1e8()
   ref = np.linalg.eigvalsh(j64 @ j64.T)
   assert 5e7 < ref[-1] / ref[0] < 5e8  # the planted κ ≈ 1e8
-  kernels = block_kernels(apply, params, {}, x, layer_block, chunk_size=4)
+  kernels = untraced_block_kernels(apply, params, {}, x, layer_block, chunk_size=4)
   assert {b for _, b in kernels} == {"layer_0", "head"}
   assert all(k.dtype == np.float64 for k in kernels.values())
   eig = np.linalg.eigvalsh(pred.flat(kernels[("plain", "layer_0")] + kernels[("plain", "head")]))

@@ -1,7 +1,8 @@
 """Experiment runs on a tiny random BERT, made once per session and shared by modules.
 
 ntk_spectra_test and perturbation_bounds_test check these runs; figures_test draws its
-figures from their results.json (one run of each experiment instead of two).
+figures from their results.json (one run of each experiment instead of two). The layer
+studies' tests shrink their configs with :func:`tiny_layer_study_config`.
 """
 import pytest
 
@@ -24,6 +25,31 @@ def _tiny_run(tmp_path_factory, name, config_module, experiment, **fields):
   for key, value in fields.items():
     config[key] = value
   return config, root / "w", experiment.run(config, str(root / "w"))
+
+
+@pytest.fixture
+def tiny_layer_study_config(tmp_path, data_root):
+  """``make(config_module, num_layers, **finetune_train)``: the runlocal config of a layer
+  study (spectrum_correlation, selection_validation) fine-tuning a tiny BERT of
+  ``num_layers`` layers for 2 steps on 32 train / 32 dev examples of the staged data,
+  kernels on 8 examples in one chunk; ``finetune_train`` sets more ``finetune.train`` fields."""
+
+  def make(config_module, num_layers: int, **finetune_train):
+    config = config_module.get_config("runlocal")
+    f = config.finetune
+    f.model.name = str(write_tiny_bert_checkpoint(tmp_path / "tiny_bert", num_layers=num_layers))
+    f.data.root = str(data_root)
+    f.data.n_train = 32
+    f.data.n_eval = 32
+    f.data.eval_batch_size = 32
+    f.train.steps = 2
+    for key, value in finetune_train.items():
+      f.train[key] = value
+    config.n_kernel = 8
+    config.kernel_chunk = 8
+    return config
+
+  return make
 
 
 @pytest.fixture(scope="session")
