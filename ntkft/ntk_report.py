@@ -48,26 +48,33 @@ def block_kernels(config) -> theta0_kernels.BlockKernels:
 
   Reads config.task, model, peft, seed (:func:`ntkft.theta0.build_theta0`), n,
   data (:func:`kernel_sample`), block_by, implementation, chunk_size, and if
-  present memory_budget_mb, length_buckets and progress (a tqdm bar over
-  kernel chunks); see :func:`ntkft.theta0_kernels.per_block_kernels`.
+  present memory_budget_mb (:func:`memory_budget_bytes`), length_buckets and
+  progress (a tqdm bar over kernel chunks); see
+  :func:`ntkft.theta0_kernels.per_block_kernels`.
   """
   start = theta0.build_theta0(config)
   return theta0_kernels.per_block_kernels(
       start, kernel_sample(config, start), config.block_by, **kernel_settings(config))
 
 
+def memory_budget_bytes(config) -> int:
+  """The config's ``memory_budget_mb`` (MiB, the config key's unit; 0 or absent: no
+  bound) in bytes, the unit of the ``ntkft.ntk`` kernel functions."""
+  return int(config.get("memory_budget_mb", 0.0) * 2**20)
+
+
 def kernel_settings(config) -> dict:
   """The kernel settings of the config, as keyword arguments of
   :func:`ntkft.theta0_kernels.per_block_kernels`."""
   return dict(implementation=config.implementation, chunk_size=config.chunk_size,
-              memory_budget_mb=config.get("memory_budget_mb", 0.0),
+              memory_budget_bytes=memory_budget_bytes(config),
               length_buckets=config.get("length_buckets", ()),
               progress=config.get("progress", False))
 
 
 def operator_spectrum(config, apply, trainable, frozen, x) -> dict:
   """Extreme eigenvalues of the traced NTK by Lanczos on ntk_vp_fn (K never formed)."""
-  matvec, n = ntk.ntk_vp_fn(apply, chunk=config.chunk_size or 64)(x, trainable, frozen)
+  matvec, n = ntk.ntk_vp_fn(apply, batch_size=config.chunk_size or 64)(x, trainable, frozen)
   iters = min(n, int(config.get("lanczos_iters", 0)) or n)
   top, bottom = spectral.lanczos_eigs(matvec, n, k=1, num_iters=iters)
   kappa = spectral.condition_number([bottom[0], top[0]])   # inf (λmin <= 0) -> null
@@ -110,7 +117,7 @@ def run(config, workdir: str) -> dict:
     bar = tqdm.tqdm(desc="adam kernel chunks", disable=not config.progress)
     kernel = np.asarray(ntk.adam_ntk_fn(
         start.apply, eps=config.adam_eps or None,
-        **theta0_kernels.kernel_options(config.chunk_size, config.get("memory_budget_mb", 0.0),
+        **theta0_kernels.kernel_options(config.chunk_size, memory_budget_bytes(config),
                                         config.get("length_buckets", ()), bar))(
             x, None, trainable, start.frozen))
     bar.close()

@@ -47,7 +47,7 @@ class BlockKernels:
 
 def per_block_kernels(start: Theta0, sample: FixedSample, block_by: str = "layer", *,
                       implementation: str = "jacobian_contraction", chunk_size: int = 0,
-                      memory_budget_mb: float = 0.0, length_buckets=(),
+                      memory_budget_bytes: int = 0, length_buckets=(),
                       progress: bool = False) -> BlockKernels:
   """Per-block NTKs of ``start.trainable`` on the examples of ``sample``.
 
@@ -57,7 +57,7 @@ def per_block_kernels(start: Theta0, sample: FixedSample, block_by: str = "layer
     block_by: ``ntkft.ntk.BLOCK_MODES`` ("layer", "layer_projection", "leaf").
     implementation: ``ntkft.ntk.NtkImplementation`` name.
     chunk_size: examples per kernel chunk (0: one chunk).
-    memory_budget_mb: bound on per-chunk Jacobians (0: none).
+    memory_budget_bytes: bound in bytes on per-chunk Jacobians (0: none).
     length_buckets: Jacobians of examples cut to the shortest bucket holding
       their tokens (``ntkft.ntk.lengths``; ``()``: off).
     progress: a tqdm bar over kernel chunks.
@@ -67,7 +67,7 @@ def per_block_kernels(start: Theta0, sample: FixedSample, block_by: str = "layer
   bar = tqdm.tqdm(desc="per-block kernel chunks", disable=not progress)
   block_fn = ntk.per_block_ntk_fn(
       start.apply, block_by, implementation=implementation,
-      **kernel_options(chunk_size, memory_budget_mb, length_buckets, bar))
+      **kernel_options(chunk_size, memory_budget_bytes, length_buckets, bar))
   kernels = {k: np.asarray(v, np.float64)
              for k, v in block_fn(x, None, start.trainable, start.frozen).items()}
   bar.close()
@@ -77,11 +77,11 @@ def per_block_kernels(start: Theta0, sample: FixedSample, block_by: str = "layer
                       sample.task, time.time() - t0)
 
 
-def kernel_options(chunk_size: int, memory_budget_mb: float, length_buckets, bar) -> dict:
+def kernel_options(chunk_size: int, memory_budget_bytes: int, length_buckets, bar) -> dict:
   """Keyword arguments of the ``ntkft.ntk`` kernel functions: the trace over
-  logits, ``chunk_size`` examples per chunk, ``memory_budget_mb`` and
+  logits, ``chunk_size`` examples per chunk, ``memory_budget_bytes`` and
   ``length_buckets`` (0 and () mean off), a progress update of ``bar`` per chunk."""
   return dict(trace_axes=(-1,), batch_size=chunk_size or None,
-              memory_budget_bytes=int(memory_budget_mb * 2**20) or None,
+              memory_budget_bytes=memory_budget_bytes or None,
               on_chunk=lambda info: bar.update(1),
               length_buckets=tuple(length_buckets) or None)
