@@ -25,7 +25,7 @@ def get_config(task: str, runlocal: bool, layers="all",
   c.data = dict(root=config_dict.placeholder(str), split="train", max_len=128)
   c.implementation = "jacobian_contraction"  # or "ntk_vector_products"
   c.chunk_size = 32                 # examples per NTK chunk (0: no chunking)
-  c.memory_budget_mb = 0.0          # bound on per-chunk Jacobians (0: none)
+  c.memory_budget_mb = 0.0          # MiB bound on per-chunk Jacobians (0: none); bytes in ntkft.ntk
   # e.g. (16, 32, 64, 128): Jacobians of examples cut to the shortest bucket that
   # holds their tokens (ntkft.ntk.lengths; same kernel, less padding work, one
   # compile per bucket and group size). (): off. Needs jacobian_contraction.
