@@ -110,23 +110,6 @@ def test_donated_cached_steps_end_where_the_full_model_steps_end(mode):
     np.testing.assert_allclose(c, f, rtol=0, atol=1e-4 * moved)
 
 
-def test_undonated_step_copies_the_frozen_params():
-  """Why the train-step benchmark donates: without donation every call returns the
-  unchanged frozen parameters in fresh buffers (a copy of all of them per step). If
-  this fails, JAX forwards unchanged outputs and the benchmark's reason is moot."""
-  model, trainable, frozen, enc = _setup((2,))
-  cache = prefix_cache.PrefixCache.build(model, trainable, model.params, {"train": enc},
-                                         batch_size=4, buckets=None, max_len=MAX_LEN)
-  tx = optax.sgd(0.1)
-  step = jax.jit(functools.partial(
-      step_lib.train_step, outputs_fn=step_lib.model_fn("nonlinear", cache.apply_fn),
-      loss_fn=losses.loss_fn("squared", 3, False), tx=tx))
-  state = TrainState(step=jnp.zeros([], jnp.int32), trainable=trainable, trainable0=trainable,
-                     frozen=frozen, opt_state=tx.init(trainable), rng=jax.random.PRNGKey(0))
-  new, _ = step(state, cache.attach(data.eval_batches(enc, 4, None, MAX_LEN)[0], "train"))
-  assert not set(_frozen_buffers(new)) & set(_frozen_buffers(state))
-
-
 def test_cached_states_are_the_layer_inputs_and_padding_rows_are_zero():
   model, trainable, _, enc = _setup((2, 3))
   cache = prefix_cache.PrefixCache.build(model, trainable, model.params, {"train": enc},
