@@ -19,6 +19,11 @@ linear in the α's (tested task by task). Runs merge only when they share φ0 le
 for leaf (same model, LoRA layout and seed: fresh leaves are keyed by name and
 seed, so every task's A at θ0 is the same) and the frozen base model, and train
 the same shared leaves with the same LoRA scaling.
+
+Example sets: :func:`dev_set` (the run's eval split), :func:`validation_set`
+(held-out examples of its training split, for choosing α without touching dev);
+:func:`outputs_on` gives (N, O) outputs in example order; :func:`export_peft`
+writes a merged model as a Hugging Face PEFT LoRA folder.
 """
 import dataclasses
 import json
@@ -31,7 +36,7 @@ import numpy as np
 
 from ntkft import data, records, theta0
 from ntkft.merge import vectors
-from ntkft.models import flatten
+from ntkft.models import flatten, peft_format
 from ntkft.peft import combine
 from ntkft.train import checkpoint, loop, losses
 from ntkft.train import step as step_lib
@@ -48,6 +53,8 @@ class Run:
     step: the checkpoint step read.
     trainable, trainable0, frozen: nested dicts of the checkpointed TrainState.
     adapters: {module path: (rank, alpha)} of the model's LoRA adapters.
+    adapter_specs: {module path: ``AdapterSpec``} of the same adapters (the PEFT export).
+    family: the encoder family ("bert" | "roberta").
     apply_fn: the model, ``apply_fn(params, batch, rng=None) -> (B, O)`` on the combined
       (trainable + frozen) nested dict (``ntkft.models.Model.apply_fn``).
     eval_fn: jitted ``eval_fn(trainable, trainable0, frozen, batch) -> ((B, O) outputs,
@@ -62,6 +69,8 @@ class Run:
   trainable0: Params
   frozen: Params
   adapters: dict
+  adapter_specs: dict
+  family: str
   apply_fn: Callable
   eval_fn: Callable
   source: pathlib.Path
@@ -104,6 +113,7 @@ def load_run(workdir: str | pathlib.Path) -> Run:
   return Run(workdir=workdir, config=config, step=step, trainable=as_numpy(state["trainable"]),
              trainable0=as_numpy(state["trainable0"]), frozen=as_numpy(state["frozen"]),
              adapters={k: (a.rank, a.alpha) for k, a in model.adapters.items()},
+             adapter_specs=dict(model.adapters), family=model.family,
              apply_fn=model.apply_fn, eval_fn=jax.jit(eval_fn), source=pathlib.Path(model.source),
              summary=records.finished_summary(workdir))
 
@@ -194,3 +204,89 @@ def evaluate(run: Run, trainable: Params, encoded: data.Encoded) -> dict:
   batches = data.eval_batches(encoded, d.eval_batch_size, d.buckets, d.max_len)
   eval_fn = lambda p, batch: run.eval_fn(p, run.trainable0, run.frozen, batch)
   return loop.evaluate(eval_fn, trainable, batches, encoded.labels, task, task.is_regression)
+
+
+def training_indices(train: data.Examples, n_train: int, seed: int, stratified: bool) -> np.ndarray:
+  """Sorted indices into ``train`` of the subset a run with ``data.n_train=n_train`` trains on.
+
+  ``ntkft.train.loop.load_data`` draws it with ``data.subsample(train, n_train, seed)``
+  (all of ``train`` when n_train is 0 or not smaller); the indices are re-derived from
+  that draw and checked against it example for example.
+
+  Raises:
+    ValueError: a stratified subset (not re-derived here), or a draw that no longer
+      matches ``data.subsample``.
+  """
+  if not n_train or n_train >= len(train):
+    return np.arange(len(train))
+  if stratified:
+    raise ValueError(f"{train.task} {train.split}: held-out examples need an unstratified "
+                     "training subset (data.stratified=False)")
+  chosen = np.sort(np.random.default_rng(seed).choice(len(train), size=n_train, replace=False))
+  subset, mine = data.subsample(train, n_train, seed=seed), train.select(chosen)
+  if (subset.text_a != mine.text_a or subset.text_b != mine.text_b
+      or not np.array_equal(subset.labels, mine.labels)):
+    raise ValueError(f"{train.task} {train.split}: the re-derived training subset differs from "
+                     "data.subsample's draw (update training_indices)")
+  return chosen
+
+
+def validation_set(run: Run, n: int, seed) -> data.Encoded:
+  """``n`` examples of the run's training split outside its training subset, encoded as its
+  examples were (split order; tokenizer and max_len of the run).
+
+  Drawn without replacement with ``np.random.default_rng(seed)`` (e.g. ``seed=[22, s]``)
+  from the split minus :func:`training_indices`, so runs of one seed and task (both modes)
+  get the same examples, and none is a training or dev example.
+
+  Raises:
+    ValueError: fewer than ``n`` examples left, or ``n`` < 1.
+  """
+  d, task = run.config.data, run.task
+  train = data.load_examples(task, d.train_split, loop.data_dir_for(task, d.root, d.kshot))
+  pool = np.setdiff1d(np.arange(len(train)),
+                      training_indices(train, d.n_train, run.config.seed, d.stratified))
+  if not 1 <= n <= len(pool):
+    raise ValueError(f"validation_set of {run.workdir}: n={n} must be in [1, {len(pool)}] "
+                     f"({len(pool)} {task.name} {d.train_split} examples are not trained on)")
+  chosen = np.sort(pool[np.random.default_rng(seed).choice(len(pool), size=n, replace=False)])
+  return data.encode(data.load_tokenizer(run.source), train.select(chosen), d.max_len)
+
+
+def outputs_on(run: Run, trainable: Params, encoded: data.Encoded) -> np.ndarray:
+  """(N, O) outputs of the run's model (its mode) at ``trainable`` on every example of
+  ``encoded``, row i example i; batched as the run's evaluation (``data.eval_batches``)."""
+  d = run.config.data
+  out = None
+  for batch in data.eval_batches(encoded, d.eval_batch_size, d.buckets, d.max_len):
+    y = np.asarray(outputs(run, trainable, batch))
+    if out is None:
+      out = np.zeros((len(encoded),) + y.shape[1:], y.dtype)
+    keep = batch["weights"] > 0
+    out[batch["index"][keep]] = y[keep]
+  return out
+
+
+def export_peft(run: Run, delta: Params, folder: str | pathlib.Path) -> str:
+  """Writes the run's merged model (φ0 + δ, h_T) as a Hugging Face PEFT LoRA folder
+  (``ntkft.models.peft_format``: with pooling "cls" the head too); returns a note ("" if none).
+
+  A linearized run's merged weights are written as they are; PEFT runs them through the
+  nonlinear network, not the tangent model (the note says so).
+
+  Raises:
+    ValueError: the run trains more than LoRA (+ head).
+  """
+  methods = tuple(run.config.peft.methods)
+  if methods != ("lora",):
+    raise ValueError(f"{run.workdir}: peft.methods={methods} cannot be written as a PEFT LoRA "
+                     "adapter (only 'lora', with or without the head)")
+  params = {k: np.asarray(v) for k, v in
+            flatten(combine(merged_trainable(run, delta), run.frozen)).items()}
+  config, tensors, note = peft_format.to_peft(params, run.adapter_specs, run.family,
+                                              run.config.model.pooling, str(run.source))
+  peft_format.write_adapter(folder, config, tensors)
+  if run.mode == "linearized":
+    note = " ".join(filter(None, [note, "mode='linearized': PEFT applies these weights to the "
+                                  "nonlinear network, not to the tangent model"]))
+  return note
