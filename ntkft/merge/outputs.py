@@ -31,7 +31,6 @@ from ntkft.merge import runs as runs_lib
 from ntkft.merge import vectors
 from ntkft.models import flatten, unflatten
 from ntkft.peft import combine
-from ntkft.train import losses
 from ntkft.typing import Params
 
 Coefs = Mapping[str, float]  # vector name -> coefficient
@@ -104,8 +103,10 @@ def tangent_outputs(run: runs_lib.Run, directions: Sequence[Params], encoded: da
 
 
 def primary_metric(task: data.TaskSpec, outputs: np.ndarray, labels: np.ndarray) -> float:
-  """The task's GLUE metric of (N, O) outputs (argmax, or output 0 for regression)."""
-  preds = np.asarray(losses.predictions(outputs, task.is_regression))
+  """The task's GLUE metric of (N, O) outputs (argmax, or output 0 for regression), as
+  ``ntkft.train.losses.predictions`` but in numpy: float64 sums keep their precision."""
+  outputs = np.asarray(outputs)
+  preds = outputs[:, 0] if task.is_regression else np.argmax(outputs, axis=-1)
   return metrics_lib.compute_metrics(task, preds, labels)[task.primary_metric]
 
 
