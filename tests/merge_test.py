@@ -1,8 +1,9 @@
 """ntkft.merge against closed forms: TIES by hand, one run at α = 1 is the run, tangent merges
-are linear in the task vectors, the θ0 and mode checks, the command's errors; the sums of
-stored tangents against the merged models, the θ0 Jacobian against the tangent, the
-localization energies against an SVD, ξ and the α rules by hand, held-out validation
-examples, and a merged PEFT export that reloads to the merged logits.
+are linear in the task vectors, run files merge as their (deleted) workdirs bit for bit, the
+θ0 and mode checks, the command's errors; the sums of stored tangents against the merged
+models, the θ0 Jacobian against the tangent, the localization energies against an SVD, ξ
+and the α rules by hand, held-out validation examples, and a merged PEFT export that
+reloads to the merged logits.
 
 Four tiny runs (the 2-layer random BERT of ``tests.test_util``, 32 examples, 4 steps), one
 θ0 (seed 0, LoRA r=8 on query/value of both layers): linearized SST-2, linearized STS-B
@@ -11,6 +12,8 @@ Four tiny runs (the 2-layer random BERT of ``tests.test_util``, 32 examples, 4 s
 import dataclasses
 import json
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
 
@@ -22,6 +25,7 @@ import pytest
 from configs import glue_common
 from ntkft import data, merge
 from ntkft.merge import cli as merge_cli
+from ntkft.merge import run_file
 from ntkft.models import HeadConfig, flatten, load_pretrained, unflatten
 from ntkft.peft import combine
 from ntkft.train import loop
@@ -152,6 +156,87 @@ def test_command_reproduces_the_summary_dev_metric(workdirs, tmp_path, name):
   assert task["n_eval"] == summary["n_eval"] == 32
   assert task["dev_metric"] == summary["dev_metric"] == task["single_task_dev_metric"]
   assert result["tasks"][0]["dev_metric"] == summary["dev_metric"]
+
+
+@pytest.mark.parametrize("mode", ["lin", "nonlin"])
+def test_run_files_merge_as_the_workdirs_after_these_are_deleted(workdirs, tmp_path, mode):
+  """A run file written from a (copied) workdir, the copy then deleted: the file holds the
+  checkpoint's θ_T and θ0 bit for bit (float32), and the merge from the run files (task
+  vectors, merged outputs, the command's metrics) equals the merge from the workdirs bit for
+  bit."""
+  names = [f"{mode}_sst2", f"{mode}_stsb"]
+  files = []
+  for name in names:
+    copy = tmp_path / "runs" / name
+    shutil.copytree(workdirs[name], copy)
+    files.append(merge.save_run(merge.load_run(copy), tmp_path / "points" / f"{name}.npz"))
+    shutil.rmtree(copy)
+  assert not (tmp_path / "runs" / names[0]).exists() and not list(tmp_path.rglob("*.tmp"))
+  from_dirs = merge.load_runs([workdirs[n] for n in names])
+  from_files = merge.load_runs(files)
+  for a, b in zip(from_dirs, from_files):
+    assert b.workdir.suffix == ".npz" and (a.step, a.mode, a.summary) == (b.step, b.mode,
+                                                                           b.summary)
+    for part in ("trainable", "trainable0", "frozen"):
+      fa, fb = flatten(getattr(a, part)), flatten(getattr(b, part))
+      assert sorted(fa) == sorted(fb), part
+      for leaf in fa:
+        assert fb[leaf].dtype == fa[leaf].dtype, (part, leaf)
+        assert part == "frozen" or fa[leaf].dtype == np.float32, (part, leaf)
+        np.testing.assert_array_equal(fb[leaf], fa[leaf], f"{part} {leaf}")
+  alphas = [0.6, -0.3]
+  delta_a = merge.weighted_sum([merge.run_task_vector(r) for r in from_dirs], alphas)
+  delta_b = merge.weighted_sum([merge.run_task_vector(r) for r in from_files], alphas)
+  for x, y in zip(jax.tree.leaves(delta_a), jax.tree.leaves(delta_b)):
+    np.testing.assert_array_equal(y, x)
+  for a, b in zip(from_dirs, from_files):
+    dev = merge.dev_set(a)
+    want = merge.outputs_on(a, merge.merged_trainable(a, delta_a), dev)
+    np.testing.assert_array_equal(merge.outputs_on(b, merge.merged_trainable(b, delta_b), dev),
+                                  want, a.task.name)
+    assert not np.array_equal(want, merge.outputs_on(a, a.trainable, dev))  # the merge moved it
+  by_dir = merge_cli.merge([str(workdirs[n]) for n in names], "0.6,-0.3")
+  by_file = merge_cli.merge([str(f) for f in files], "0.6,-0.3")
+  assert by_file["runs"] == [str(f) for f in files] and by_file["mode"] == by_dir["mode"]
+  keys = ("task", "step", "dev_metric", "dev_metrics", "n_eval", "single_task_dev_metric")
+  assert ([{k: t[k] for k in keys} for t in by_file["tasks"]]
+          == [{k: t[k] for k in keys} for t in by_dir["tasks"]])
+
+
+def test_run_file_round_trip_and_refusals(workdirs, tmp_path):
+  """read(write(x)) is x; a file whose frozen digests differ from the rebuilt weights, a
+  non-run-file npz, a missing file and an unfinished run are refused in one line each."""
+  assert run_file.digest(np.zeros(2, np.float32)) != run_file.digest(np.zeros(2, np.float64))
+  assert run_file.digest(np.zeros(2)) != run_file.digest(np.zeros((1, 2)))
+  assert run_file.digest(np.array([0.0])) != run_file.digest(np.array([-0.0]))  # bits, not ==
+  assert run_file.digest(np.arange(6.0).reshape(2, 3).T) == run_file.digest(
+      np.array([[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]))
+  run = merge.load_run(workdirs["lin_stsb"])
+  stored = run_file.read(merge.save_run(run, tmp_path / "a.npz"))
+  assert stored["step"] == run.step and stored["summary"] == run.summary
+  assert stored["config"] == json.loads((workdirs["lin_stsb"] / "config.json").read_text())
+  for part in ("trainable", "trainable0"):
+    assert sorted(stored[part]) == sorted(flatten(getattr(run, part)))
+    for leaf, x in flatten(getattr(run, part)).items():
+      np.testing.assert_array_equal(stored[part][leaf], x)
+      assert stored[part][leaf].dtype == x.dtype
+  fields = {k: stored[k] for k in ("config", "summary", "step", "trainable", "trainable0",
+                                   "frozen_digests")}
+  leaf = sorted(stored["frozen_digests"])[0]
+  fields["frozen_digests"] = {**stored["frozen_digests"], leaf: run_file.digest(np.zeros(1))}
+  run_file.write(tmp_path / "b.npz", **fields)
+  with pytest.raises(ValueError, match=re.escape(f"frozen leaf '{leaf}' rebuilt from its "
+                                                 "config differs")):
+    merge.load_run(tmp_path / "b.npz")
+  np.savez(tmp_path / "c.npz", x=np.zeros(2))
+  with pytest.raises(ValueError, match="is not an 'ntkft.merge run file v1' file"):
+    merge.load_run(tmp_path / "c.npz")
+  with pytest.raises(FileNotFoundError, match="no run file"):
+    merge.load_run(tmp_path / "missing.npz")
+  with pytest.raises(ValueError, match="did not finish"):
+    merge.save_run(dataclasses.replace(run, summary=None), tmp_path / "d.npz")
+  with pytest.raises(ValueError, match="must end in .npz"):
+    merge.save_run(run, tmp_path / "e.zip")
 
 
 def test_theta0_and_mode_checks_refuse(runs):

@@ -5,6 +5,11 @@
   python -m ntkft.merge --runs=... --method=ties --ties_k=0.2 --alpha=1 --out=...
   python -m ntkft.merge --runs=... --alpha=0.4 --n_eval=512 --out=...        # 512 dev examples
   python -m ntkft.merge --runs=... --alpha=0.4 --out=DIR --export           # + PEFT folders
+  python -m ntkft.merge --runs=points/a.npz,points/b.npz --alpha=0.4 ...    # run files
+
+``--runs`` takes ``ntkft.run`` workdirs or run files ``*.npz`` (``ntkft.merge.save_run``:
+the trained and θ0 LoRA and head leaves of a finished run, no checkpoint needed; the
+same merge, bit for bit), mixed as you like.
 
 ``--method=sum``: δ = Σ_t α_t τ_t, one ``--alpha`` for every run or one per run
 (a negative α negates that task); ``--method=ties``: δ = α · TIES(τ_1..τ_T; k)
@@ -79,7 +84,7 @@ def merge(workdirs: Sequence[str], alpha, method: str = "sum", out: str | None =
   """Merges the runs in ``workdirs``, evaluates each task, writes ``<out>/merge.json``.
 
   Args:
-    workdirs: finished ``ntkft.run`` workdirs sharing θ0 and mode.
+    workdirs: finished ``ntkft.run`` workdirs or run files (``*.npz``) sharing θ0 and mode.
     alpha: one α, or one per run (``parse_alpha``).
     method: "sum" or "ties".
     out: output folder (None: nothing written).
@@ -94,7 +99,7 @@ def merge(workdirs: Sequence[str], alpha, method: str = "sum", out: str | None =
   if method not in METHODS:  # every flag checked before anything loads
     raise ValueError(f"--method={method!r}: choose from {METHODS}")
   if not workdirs:
-    raise ValueError("--runs: give at least one run workdir")
+    raise ValueError("--runs: give at least one run workdir or run file")
   if n_eval < 0:
     raise ValueError(f"--n_eval={n_eval}: must be >= 0 (0: each run's own dev examples)")
   if not 0.0 < ties_k <= 1.0:
@@ -136,7 +141,8 @@ def merge(workdirs: Sequence[str], alpha, method: str = "sum", out: str | None =
 
 def define_flags() -> None:
   """The command's flags (only when it runs as ``__main__``)."""
-  flags.DEFINE_list("runs", None, "Comma-separated ntkft.run workdirs to merge (one θ0, one mode).")
+  flags.DEFINE_list("runs", None, "Comma-separated ntkft.run workdirs or run files (*.npz) "
+                    "to merge (one θ0, one mode).")
   flags.DEFINE_string("alpha", None, "Scale α: one number for all runs, or one per run.")
   flags.DEFINE_string("method", "sum", f"How task vectors combine: one of {METHODS}.")
   flags.DEFINE_string("out", None, "Output folder for merge.json.")
