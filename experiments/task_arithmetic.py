@@ -6,9 +6,12 @@ The study of docs/preregistration_task_arithmetic.md as a resumable sweep of poi
 (configs/task_arithmetic.py), in this order:
 
 * run point (task, mode, seed), seed-major, tasks in order, nonlinear then linearized
-  per task: one ``ntkft.run`` (``ntkft.train.loop.run``) in ``W/runs/<id>/`` (its
-  checkpoint is what the merges read; ``runs/`` is git-ignored), its dev metric and
-  the chance level of its dev examples (the learned rule), ``seconds``;
+  per task: one ``ntkft.run`` (``ntkft.train.loop.run``) in ``W/runs/<id>/`` (git-ignored:
+  its ~90 MB checkpoint is only a local cache), then ``W/points/<id>.npz``, the run file
+  (``ntkft.merge.save_run``: θ_T and θ0 of the LoRA and head leaves, config, summary,
+  digests of the frozen weights; ≈ 0.4 MB, committed) that every merge, ξ and kernel point
+  reads, and ``W/points/<id>.json``: its dev metric and the chance level of its dev
+  examples (the learned rule), ``seconds``;
 * once every run point exists (no merge sees dev before), per seed and mode: the
   merge point (task addition over every planned subset with α chosen on the
   validation examples, TIES and negation of ``negation.task``; linearized: a check
@@ -17,9 +20,11 @@ The study of docs/preregistration_task_arithmetic.md as a resumable sweep of poi
 * per seed, the kernel point (energies of each task's θ0 kernel in the others' top
   eigenspaces, ``ntkft.merge.localization``).
 
-Every point writes ``W/points/<id>.json`` atomically when done and is skipped when
-that file exists; a failed run (non-finite loss) is kept as a point and not rerun,
-and the merges of its mode and seed are recorded as not computed. ``W/results.json``
+Every point writes ``W/points/<id>.json`` atomically when done (a run point after its
+run file) and is skipped when that file exists, so a sweep resumes from the committed
+points on a fresh clone, without ``W/runs/``; a failed run (non-finite loss) is kept as
+a point (no run file) and not rerun, and the merges of its mode and seed are recorded
+as not computed. ``W/results.json``
 is written when the process ends (all done, ``max_seconds`` reached, or
 ``--config.collect_only``): ``runs`` (task, mode, seed, dev_metric, seconds, ...),
 ``merges`` (one row per method, mode, seed, subset and task), ``negation``, ``xi``,
@@ -56,6 +61,11 @@ def xi_id(mode, seed) -> str:
 
 def kernel_id(seed) -> str:
   return f"kernel_s{seed}"
+
+
+def run_file(workdir: pathlib.Path, point_id: str) -> pathlib.Path:
+  """The run file of a run point: what its merges read (``ntkft.merge.load_run``)."""
+  return workdir / "points" / f"{point_id}.npz"
 
 
 def check(config) -> None:
@@ -142,7 +152,8 @@ def write_json(path: pathlib.Path, obj) -> None:
 # -- Run points ----------------------------------------------------------------------------------
 
 def run_point(config, point, workdir: pathlib.Path) -> dict:
-  """One fine-tuning run (resumed if its workdir holds a summary), its dev metric and chance."""
+  """One fine-tuning run (resumed if its workdir holds a summary), its run file (written
+  before the caller writes the point's JSON), its dev metric and chance."""
   t0 = time.time()
   c = run_config(config, point["task"], point["mode"], point["seed"])
   run_dir = workdir / "runs" / point["id"]
@@ -150,6 +161,7 @@ def run_point(config, point, workdir: pathlib.Path) -> dict:
     summary = records.finished_summary(run_dir) or loop.run(c, str(run_dir))
   except loop.NonFiniteLossError as e:  # kept, reported, not rerun (§5)
     return {"failed": str(e), "seconds": time.time() - t0}
+  merge.save_run(merge.load_run(run_dir), run_file(workdir, point["id"]))
   task = data.get_task(c.task)
   _, dev, _ = loop.load_data(c, task, data.load_tokenizer(resolve_model_dir(c.model.name)))
   return {"dev_metric": summary["dev_metric"], "dev_metric_name": summary["dev_metric_name"],
@@ -176,7 +188,7 @@ def load_group(config, workdir: pathlib.Path, mode: str, seed: int):
                                                       .read_text())]
   if failed:
     return f"not computed: run(s) {failed} failed"
-  runs = dict(zip(config.tasks, merge.load_runs([workdir / "runs" / i for i in ids])))
+  runs = dict(zip(config.tasks, merge.load_runs([run_file(workdir, i) for i in ids])))
   examples = {}
   for t, r in runs.items():
     dev = merge.dev_set(r)
@@ -293,7 +305,7 @@ def kernel_point(config, workdir: pathlib.Path, seed: int) -> dict:
                                                       .read_text())]
   if failed:
     return {"skipped": f"not computed: run(s) {failed} failed", "seconds": 0.0}
-  runs = merge.load_runs([workdir / "runs" / i for i in ids])
+  runs = merge.load_runs([run_file(workdir, i) for i in ids])
   jac = {t: merge.shared_jacobian(r, first(merge.dev_set(r), config.kernel.n_examples),
                                   config.kernel.chunk)
          for t, r in zip(config.tasks, runs)}

@@ -1,8 +1,10 @@
 """The pre-registered task-arithmetic study: its plan, the verdict and bootstrap against closed
 forms on synthetic records, the rule that merges wait for every run, and one `:runlocal` sweep
-(a tiny random BERT, 2 tasks × 2 modes, 1 seed) with its resumption."""
+(a tiny random BERT, 2 tasks × 2 modes, 1 seed) with its resumption, also from the committed
+points alone (run files, no run workdirs)."""
 import itertools
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -280,3 +282,20 @@ def test_runlocal_writes_results_and_resumes(tmp_path):
   after = {p.name: p.stat().st_mtime_ns for p in points.iterdir()}
   assert victim.exists() and {k for k in after if after[k] != before.get(k)} == {victim.name}
   assert again["complete"] and again["xi"] == stored["xi"]
+  # A fresh clone: only the committed points, i.e. each run point's JSON and run file, with
+  # neither W/runs/ (git-ignored checkpoints) nor the merge, ξ and kernel points. These are
+  # recomputed from the run files alone, without training, and equal the first ones bit for bit.
+  run_ids = [p["id"] for p in ta.points(config) if p["kind"] == "run"]
+  assert all(ta.run_file(work, i).is_file() for i in run_ids)
+  shutil.rmtree(work / "runs")
+  for p in ta.points(config):
+    if p["kind"] != "run":
+      (points / f"{p['id']}.json").unlink()
+  (work / "results.json").unlink()
+  fresh = ta.run(config, str(work))
+  assert fresh["complete"] and not (work / "runs").exists()  # nothing was trained again
+  fresh = json.loads((work / "results.json").read_text())
+  for key in ("runs", "merges", "negation", "xi", "linear_checks"):
+    assert fresh[key] == stored[key], key
+  timeless = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+  assert timeless(fresh["kernels"]) == timeless(stored["kernels"])
