@@ -16,9 +16,10 @@ the same ``NTKFT_DATA``.
 
 ``--scale=tiny`` shrinks each runlocal config as the experiment's end-to-end test does
 (tests/experiments/tiny_configs.py, taken from this tree for both runs) onto tiny random BERTs
-written once by this tree and read by both runs. Estimated (not yet measured): about 6 min on
-2 quiet CPU cores, ~12 min when the cores are shared. ``--scale=runlocal`` runs the
-``:runlocal`` configs unchanged (MiniLM): estimated ~15 min on 2 quiet cores.
+written once by this tree and read by both runs (a run stops if the recipe sets a field its
+tree's config does not declare, which that tree would ignore). Estimated (not yet measured):
+about 6 min on 2 quiet CPU cores, ~12 min when the cores are shared. ``--scale=runlocal`` runs
+the ``:runlocal`` configs unchanged (MiniLM): estimated ~15 min on 2 quiet cores.
 
 Then every ``*.json`` and ``*.jsonl`` file the two runs wrote (results.json, the runs'
 summary.json, config.json and metrics.jsonl, ...; not under ``xla_cache/`` or ``ckpt/``) is
@@ -191,6 +192,16 @@ def _check_imported_from(tree: pathlib.Path, *modules) -> None:
       sys.exit(f"recheck_runlocal: {m.__name__} was imported from {where}, not from {tree}")
 
 
+def _flat_keys(tree: dict, prefix: str = "") -> set[str]:
+  """Dotted names of the fields of a nested config dict."""
+  keys = set()
+  for k, v in tree.items():
+    keys.add(prefix + k)
+    if isinstance(v, dict):
+      keys |= _flat_keys(v, f"{prefix}{k}.")
+  return keys
+
+
 def tiny_model_dir(models: pathlib.Path, num_layers: int) -> pathlib.Path:
   return models / f"tiny_bert_L{num_layers}"
 
@@ -214,8 +225,13 @@ def child(args) -> None:
   _check_imported_from(tree, ntkft, config_module, experiment)
   config = config_module.get_config("runlocal")
   if args.scale == "tiny":
+    declared = _flat_keys(config.to_dict())
     num_layers, make = _load_tiny_configs().RECIPES[args.experiment]
     config = make(config, tiny_model_dir(models, num_layers), args.data_root)
+    undeclared = sorted(_flat_keys(config.to_dict()) - declared)
+    if undeclared:   # a field this tree would silently ignore: the two runs would differ
+      sys.exit(f"recheck_runlocal: the tiny recipe of {args.experiment} sets {undeclared}, "
+               f"which configs/{args.experiment}.py of {tree} does not declare")
   experiment.run(config, args.workdir)
 
 
