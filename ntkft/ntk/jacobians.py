@@ -19,7 +19,7 @@ examples must not interact: no batch statistics).
 The second entry differentiates a whole *pytree* of trainable leaves of a model
 ``apply(trainable, x, frozen) -> (N, *S)`` whose other leaves travel as the
 argument ``frozen`` (``ntkft.peft.KernelSubset.apply_fn``; the κ study's
-per-block kernels, ``ntkft.layer_set_kernels``):
+per-block kernels, ``ntkft.theta0.layer_sets``):
 
     per_example_tree(trainable, frozen, x, apply=apply)
         = pytree like ``trainable``, leaves (n, *S, *leaf) = d f(x_n) / d leaf
@@ -29,7 +29,7 @@ model) are the one compile cache of the pieces built on these (the exact
 kernels' Jacobians and NTK-vector products in :mod:`ntkft.ntk.engine`, the
 Jacobian rows of the budgeted kernels and sketches in
 :mod:`ntkft.ntk.jacobian_rows`, the per-block Jacobians of
-``ntkft.layer_set_kernels``): one compiled program per ``apply_fn``, piece,
+``ntkft.theta0.layer_sets``): one compiled program per ``apply_fn``, piece,
 group and static option, shared by every kernel function built on the same
 ``apply_fn``. The cache is keyed weakly by ``apply_fn`` and its programs do not
 keep ``apply_fn`` alive; an ``apply_fn`` that cannot be weakly referenced gets

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from ntkft import data, peft
-from ntkft.layer_set_kernels import (
+from ntkft.models import EncoderConfig, HeadConfig, init_model
+from ntkft.ntk import jacobians
+from ntkft.spectral import predictors as pred
+from ntkft.theta0.layer_sets import (
   block_jacobians,
   head_lora_kernels,
   layer_block,
   split_head,
   untraced_block_kernels,
 )
-from ntkft.models import EncoderConfig, HeadConfig, init_model
-from ntkft.ntk import jacobians
-from ntkft.spectral import predictors as pred
 
 
 @pytest.fixture(scope="module")
