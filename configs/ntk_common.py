@@ -1,7 +1,7 @@
 """Shared fields of the configs that compute NTKs at θ0 on a sample of a task.
 
 Used by configs/{ntk_spectrum,select_layers,ntk_spectra,perturbation_bounds}.py
-(read by ``ntkft.theta0.build_theta0`` and ``ntkft.theta0_kernels.kernel_sample`` /
+(read by ``ntkft.theta0.build_theta0`` and ``ntkft.theta0.kernels.kernel_sample`` /
 ``kernels_of_config``). ``runlocal``:
 n=16 examples, chunks of 8, max_len 64 (a CPU smoke run).
 """

@@ -8,7 +8,7 @@ design (preregistration Amendment 2.9).
 
 - Per-block kernel experiments (``ntk_spectra``, ``perturbation_bounds``):
   :func:`start_block_kernels` (checks, workdir, the kernels of
-  ``ntkft.theta0_kernels.kernels_of_config`` in model order), :func:`kernel_fields` (the
+  ``ntkft.theta0.kernels.kernels_of_config`` in model order), :func:`kernel_fields` (the
   leading results.json fields), :func:`write_kernel_results`; block names in
   plots (:func:`short_name`, :data:`EIG_LABEL`).
 - Figures: :func:`figure` (an Agg canvas) and :func:`draw_figures` (``plot_all``).
@@ -31,7 +31,8 @@ import jax
 import numpy as np
 import scipy.stats
 
-from ntkft import data, records, theta0_kernels
+from ntkft import data, records
+from ntkft.theta0 import kernels as theta0_kernels
 
 # Axis label of kernel eigenvalues: the NTK is Σ_p ∂f/∂θ_p ∂f/∂θ_p, averaged
 # over the logits, so its unit is logit² per (unit of θ)².
@@ -56,7 +57,7 @@ def layer_label(layers: Sequence[int]) -> str:
 
 
 def ordered_block_kernels(config) -> theta0_kernels.BlockKernels:
-  """:func:`ntkft.theta0_kernels.kernels_of_config` (the NTK), blocks ordered by
+  """:func:`ntkft.theta0.kernels.kernels_of_config` (the NTK), blocks ordered by
   :func:`block_order_key` and symmetrized ((K + Kᵀ)/2, a rounding fix)."""
   bk = theta0_kernels.kernels_of_config(config)
   kernels = {name: (bk.kernels[name] + bk.kernels[name].T) / 2

@@ -9,7 +9,7 @@ resumable sweep of points (configs/kappa_study.py), seed-major:
   at that seed's θ0 (``ntkft.train.warm_runs.WarmRuns``: the exact θ0 of every
   run of the group) on its n_train training examples, the per-layer and head
   blocks of the plain and sign kernels as float64 Grams
-  (``ntkft.layer_set_kernels.untraced_block_kernels``), and for each layer set S
+  (``ntkft.theta0.layer_sets.untraced_block_kernels``), and for each layer set S
   (K_S = Σ_{i∈S} K_i + K_head) the predictors of the 8 kernels
   (``ntkft.spectral.predictors``), κ of the plain flattened kernel against the
   number of examples, and the sign kernel's asymmetry;
@@ -38,9 +38,9 @@ import numpy as np
 from configs import glue_common
 from experiments import common, kappa_analysis
 from ntkft import cli, config_lib, records
-from ntkft.layer_set_kernels import layer_block, untraced_block_kernels
 from ntkft.spectral import predictors as predictors_lib
 from ntkft.spectral.stats import condition_number
+from ntkft.theta0.layer_sets import layer_block, untraced_block_kernels
 from ntkft.train.warm_runs import WarmRuns
 
 NUM_LAYERS = 6

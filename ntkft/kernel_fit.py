@@ -4,7 +4,7 @@
   python -m ntkft.kernel_fit --config=configs/kernel_fit.py:runlocal --workdir=/tmp/kfit
 
 Computes, over the parameters ``config.peft`` selects at θ0
-(:func:`ntkft.theta0_kernels.kernel_fn` of ``ntkft.theta0.build_theta0``), the
+(:func:`ntkft.theta0.kernels.kernel_fn` of ``ntkft.theta0.build_theta0``), the
 train×train and eval×train kernels (and train×eval for the asymmetric Adam
 kernel), divides them by the mean diagonal of the train×train kernel (so the
 solvers' ``reg`` values are scale-free), and fits every solver of
@@ -27,9 +27,10 @@ import time
 import numpy as np
 import tqdm
 
-from ntkft import cli, data, records, theta0, theta0_kernels
+from ntkft import cli, data, records, theta0
 from ntkft.evals import metrics as metrics_lib
 from ntkft.kernel import classifiers
+from ntkft.theta0 import kernels as theta0_kernels
 from ntkft.train.loop import data_dir_for, parse_kshot
 
 
@@ -49,7 +50,7 @@ def load_split_pair(config, task, tokenizer):
 
 def kernels(fn, kind, x_train, x_eval):
   """{"train_train", "eval_train"[, "train_eval"]} float64 kernels of one kind, from
-  ``fn(x1, x2=None)`` of :func:`ntkft.theta0_kernels.kernel_fn`."""
+  ``fn(x1, x2=None)`` of :func:`ntkft.theta0.kernels.kernel_fn`."""
   out = {"train_train": fn(x_train), "eval_train": fn(x_eval, x_train)}
   if kind == "adam":  # the asymmetric solver needs K(x_train, x_eval) too
     out["train_eval"] = fn(x_train, x_eval)

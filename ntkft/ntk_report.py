@@ -4,7 +4,7 @@
   python -m ntkft.ntk_report --config=configs/ntk_spectrum.py:runlocal --workdir=/tmp/ntk
 
 The kernels (``config.kind``: "ntk" per block, or the whole "adam" sign kernel)
-come from :func:`ntkft.theta0_kernels.kernels_of_config`; this command prints
+come from :func:`ntkft.theta0.kernels.kernels_of_config`; this command prints
 and writes them into the workdir:
   kernel.npz      ``kernel`` (n, n), ``labels`` (n,), ``fx0`` (n, C) outputs at θ0
                   (float64), ``index`` (positions of the examples in the split) and,
@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from ntkft import cli, data, ntk, peft, spectral, theta0, theta0_kernels
+from ntkft import cli, data, ntk, peft, spectral, theta0
+from ntkft.theta0 import kernels as theta0_kernels
 
 
 def operator_spectrum(config, apply, trainable, frozen, x) -> dict:

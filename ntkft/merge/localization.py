@@ -15,7 +15,7 @@ of task t's kernel in it is
 
 in [0, 1]; E(s | s) is the held fraction itself (≥ ``energy``). The pair's overlap is
 O(s, t) = (E(t | s) + E(s | t)) / 2. Grams are float64 from float32 Jacobians (as
-``ntkft.layer_set_kernels``).
+``ntkft.theta0.layer_sets``).
 """
 import functools
 from typing import Mapping
@@ -23,10 +23,10 @@ from typing import Mapping
 import numpy as np
 
 from ntkft import data
-from ntkft.layer_set_kernels import block_jacobians
 from ntkft.merge import runs as runs_lib
 from ntkft.merge import vectors
 from ntkft.peft import combine
+from ntkft.theta0.layer_sets import block_jacobians
 
 
 @functools.lru_cache(maxsize=16)

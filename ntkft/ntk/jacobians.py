@@ -16,10 +16,20 @@ leaves (``rest``) and ``*extra`` fixed. For ``params`` flattened to
 single-example function (each example is evaluated as a batch of one, so
 examples must not interact: no batch statistics).
 
-:func:`jitted` is the one compile cache of the pieces built on these (the
-exact kernels' Jacobians and NTK-vector products in :mod:`ntkft.ntk.engine`, the
+The second entry differentiates a whole *pytree* of trainable leaves of a model
+``apply(trainable, x, frozen) -> (N, *S)`` whose other leaves travel as the
+argument ``frozen`` (``ntkft.peft.KernelSubset.apply_fn``; the κ study's
+per-block kernels, ``ntkft.theta0.layer_sets``):
+
+    per_example_tree(trainable, frozen, x, apply=apply)
+        = pytree like ``trainable``, leaves (n, *S, *leaf) = d f(x_n) / d leaf
+
+:func:`jitted` (group pieces) and :func:`jitted_tree` (pieces of the tree
+model) are the one compile cache of the pieces built on these (the exact
+kernels' Jacobians and NTK-vector products in :mod:`ntkft.ntk.engine`, the
 Jacobian rows of the budgeted kernels and sketches in
-:mod:`ntkft.ntk.jacobian_rows`): one compiled program per ``apply_fn``, piece,
+:mod:`ntkft.ntk.jacobian_rows`, the per-block Jacobians of
+``ntkft.theta0.layer_sets``): one compiled program per ``apply_fn``, piece,
 group and static option, shared by every kernel function built on the same
 ``apply_fn``. The cache is keyed weakly by ``apply_fn`` and its programs do not
 keep ``apply_fn`` alive; an ``apply_fn`` that cannot be weakly referenced gets
@@ -68,9 +78,45 @@ def per_example(diff, rest, x, extra, *, apply: Callable):
   return jax.vmap(jax.jacrev(single), in_axes=(None, 0))(diff, x)
 
 
+def per_example_tree(trainable, frozen, x, *, apply: Callable):
+  """Per-example Jacobians w.r.t. every leaf of ``trainable``: pytree like
+  ``trainable``, leaves (n, *S, *leaf_shape).
+
+  ``jax.vmap`` over the examples of ``x`` (``trainable`` and ``frozen`` shared)
+  of ``jax.jacrev`` of the single-example function; ``frozen`` is an argument of
+  the vmapped function, not a closure.
+
+  Args:
+    trainable: the differentiated leaves (any pytree).
+    frozen: the model's other leaves, passed through to ``apply``.
+    x: inputs (pytree of arrays, leading example axis n).
+    apply: ``apply(trainable, x, frozen) -> (N, *S)`` (as :func:`jitted_tree` binds it).
+  """
+
+  def single(p, frozen, x_one):
+    return apply(p, jax.tree.map(lambda a: a[None], x_one), frozen)[0]
+
+  return jax.vmap(jax.jacrev(single), in_axes=(None, None, 0))(trainable, frozen, x)
+
+
 def _call_weak(fn_ref, *args):
   """The function behind the weak reference ``fn_ref``, called on ``args``."""
   return fn_ref()(*args)
+
+
+def _cache_and_model(apply_fn: ApplyFn, fallback_cache: dict) -> tuple[dict, Callable]:
+  """(the programs cached for ``apply_fn``, ``apply_fn`` as the programs call it).
+
+  Weakly keyed by ``apply_fn``, whose programs call it through a weak reference
+  (the cached programs must not keep the key alive); ``fallback_cache`` and
+  ``apply_fn`` itself when ``apply_fn`` cannot be weakly referenced.
+  """
+  try:
+    cache = _JITTED.setdefault(apply_fn, {})
+    model = functools.partial(_call_weak, weakref.ref(apply_fn))
+  except TypeError:                                   # not weak-referenceable
+    cache, model = fallback_cache, apply_fn
+  return cache, model
 
 
 def jitted(apply_fn: ApplyFn, piece: Callable, fallback_cache: dict, *, treedef,
@@ -90,15 +136,35 @@ def jitted(apply_fn: ApplyFn, piece: Callable, fallback_cache: dict, *, treedef,
   Returns:
     The jitted piece, shared by every caller with the same apply_fn and key.
   """
-  try:
-    cache = _JITTED.setdefault(apply_fn, {})
-    # The cached program must not keep apply_fn (the weak key) alive.
-    model = functools.partial(_call_weak, weakref.ref(apply_fn))
-  except TypeError:                                   # not weak-referenceable
-    cache, model = fallback_cache, apply_fn
+  cache, model = _cache_and_model(apply_fn, fallback_cache)
   group = tuple(group)
   key = (piece, treedef, num_leaves, group) + tuple(sorted(static.items()))
   if key not in cache:
     apply = functools.partial(apply_group, model, treedef, group, num_leaves)
     cache[key] = jax.jit(functools.partial(piece, apply=apply, **static))
+  return cache[key]
+
+
+def jitted_tree(apply_fn: ApplyFn, piece: Callable, fallback_cache: dict,
+                **static) -> Callable:
+  """``jax.jit(partial(piece, apply=apply_fn, **static))``, compiled once.
+
+  The tree model's counterpart of :func:`jitted`, in the same cache: ``piece``
+  (e.g. :func:`per_example_tree`) takes ``apply=`` the model itself,
+  ``apply_fn(trainable, x, frozen)``, called through a weak reference.
+
+  Args:
+    apply_fn: the model; the cache key (weakly).
+    piece: a function of arrays taking ``apply=`` and the keyword arguments ``static``.
+    fallback_cache: the caller's dict, used when ``apply_fn`` cannot be
+      weakly referenced.
+    **static: further static (hashable) keyword arguments of ``piece``.
+
+  Returns:
+    The jitted piece, shared by every caller with the same apply_fn and key.
+  """
+  cache, model = _cache_and_model(apply_fn, fallback_cache)
+  key = ("tree", piece) + tuple(sorted(static.items()))
+  if key not in cache:
+    cache[key] = jax.jit(functools.partial(piece, apply=model, **static))
   return cache[key]

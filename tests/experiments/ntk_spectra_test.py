@@ -7,7 +7,8 @@ import pytest
 
 from configs import ntk_spectra as ntk_spectra_config
 from experiments import common, ntk_spectra
-from ntkft import ntk, peft, records, theta0, theta0_kernels
+from ntkft import ntk, peft, records, theta0
+from ntkft.theta0 import kernels as theta0_kernels
 
 NUM_LAYERS = 3
 

@@ -5,9 +5,9 @@
 import pytest
 
 from ntkft import peft
-from ntkft.layer_set_kernels import layer_block
 from ntkft.models import EncoderConfig, HeadConfig, flatten, init_model
 from ntkft.models.blocks import block_of_fn, encoder_layer_index, split_encoder_layer
+from ntkft.theta0.layer_sets import layer_block
 from ntkft.train import prefix_cache
 
 NUM_LAYERS = 12  # two-digit indices: layer_10 must not read as layer_1

@@ -106,6 +106,50 @@ def test_one_compile_cache_shared_by_every_user():
   assert alive() is None
 
 
+def _tree_model(params, trainable_keys):
+  """(apply(trainable, x, frozen), trainable, frozen): the MLP with its top-level entries
+  ``trainable_keys`` differentiated and the others passed as ``frozen``."""
+  trainable = {k: v for k, v in params.items() if k in trainable_keys}
+  frozen = {k: v for k, v in params.items() if k not in trainable_keys}
+
+  def apply(t, x, fr):
+    return tiny_models.mlp_apply({**t, **fr}, x)
+
+  return apply, trainable, frozen
+
+
+def test_per_example_tree_equals_the_batched_jacobian(x64):
+  """Jacobians w.r.t. the trainable tree, frozen as an argument, at two frozen values."""
+  params = jax.tree.map(jnp.asarray, tiny_models.init_mlp(4))
+  x = jnp.asarray(tiny_models.make_inputs("mlp", 5, 4))
+  apply, trainable, frozen = _tree_model(params, ("layer_0", "layer_2"))
+  fn = jacobians.jitted_tree(apply, jacobians.per_example_tree, {})
+  for fr in (frozen, jax.tree.map(lambda a: 2.0 * a + 0.5, frozen)):
+    ref = jax.jacobian(lambda t, fr=fr: apply(t, x, fr))(trainable)  # (N, O, *leaf)
+    got = fn(trainable, fr, x)
+    assert jax.tree.structure(got) == jax.tree.structure(trainable)
+    for g, r, leaf in zip(jax.tree.leaves(got), jax.tree.leaves(ref), jax.tree.leaves(trainable)):
+      assert g.shape == (5, tiny_models.MLP_OUT) + leaf.shape
+      np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-14)
+
+
+def test_tree_pieces_share_the_weak_cache():
+  params = tiny_models.init_mlp(2)
+  apply, _, _ = _tree_model(params, ("layer_1",))
+  first = jacobians.jitted_tree(apply, jacobians.per_example_tree, {})
+  assert jacobians.jitted_tree(apply, jacobians.per_example_tree, {}) is first
+  # The group pieces of the same apply_fn live beside it, under their own keys.
+  leaves, treedef = jax.tree.flatten(params)
+  group = jacobians.jitted(apply, jacobians.per_example, {}, treedef=treedef,
+                           num_leaves=len(leaves), group=(0,))
+  assert group is not first
+  assert jacobians.jitted_tree(apply, jacobians.per_example_tree, {}) is first
+  alive = weakref.ref(apply)
+  del apply, first, group
+  gc.collect()
+  assert alive() is None
+
+
 class _Unreferenceable:
   """A model that cannot be weakly referenced (no __weakref__ slot)."""
   __slots__ = ()
@@ -123,3 +167,11 @@ def test_unreferenceable_apply_fn_uses_the_callers_cache():
   assert list(mine.values()) == [fn]
   assert jacobians.jitted(model, jacobians.per_example, mine, treedef=treedef,
                           num_leaves=len(leaves), group=(0,)) is fn
+
+
+def test_unreferenceable_tree_model_uses_the_callers_cache():
+  model = _Unreferenceable()
+  mine = {}
+  fn = jacobians.jitted_tree(model, jacobians.per_example_tree, mine)
+  assert list(mine.values()) == [fn]
+  assert jacobians.jitted_tree(model, jacobians.per_example_tree, mine) is fn

@@ -163,7 +163,8 @@ def test_bad_inputs(call, match):
 def minilm_blocks():
   """Per-block NTKs of MiniLM at θ0 (LoRA q, v on layers 3-5), n=10, ~10 s."""
   from configs import select_layers
-  from ntkft import ntk, theta0, theta0_kernels
+  from ntkft import ntk, theta0
+  from ntkft.theta0 import kernels as theta0_kernels
   config = select_layers.get_config("runlocal")
   config.n = 10
   config.peft.layers = "3,4,5"       # the config field is a string ("all")

@@ -18,7 +18,6 @@ parameters, so blocks add: K_S = Σ_{b∈S} K_b.
 ``layer_block`` the split per encoder layer + head. The predictors of
 ``ntkft.spectral.predictors`` are computed from these.
 """
-import functools
 from typing import Callable
 
 import jax
@@ -27,7 +26,7 @@ import numpy as np
 from ntkft import xla_workarounds
 from ntkft.models import flatten, unflatten
 from ntkft.models.blocks import encoder_layer_index
-from ntkft.ntk import chunking
+from ntkft.ntk import chunking, jacobians
 from ntkft.ntk import precision as precision_lib
 from ntkft.typing import Params
 
@@ -58,16 +57,6 @@ def layer_block(path: str) -> str:
   return "head" if layer is None else f"layer_{layer}"
 
 
-@functools.lru_cache(maxsize=None)
-def _jacobian_fn(apply: Callable) -> Callable:
-  """jit(vmap(jacrev)): (trainable, frozen, x) -> per-example Jacobians, leaves (n, C, *leaf)."""
-
-  def single(p, frozen, x_one):
-    return apply(p, jax.tree.map(lambda a: a[None], x_one), frozen)[0]
-
-  return jax.jit(jax.vmap(jax.jacrev(single), in_axes=(None, None, 0)))
-
-
 def block_jacobians(apply: Callable, trainable: Params, frozen: Params, x, block_of: Callable,
                     chunk_size: int = 0) -> dict[str, np.ndarray]:
   """{block: (N·C, P_b) float32 Jacobian}, rows (i, c) at i·C + c, columns in leaf order.
@@ -87,7 +76,10 @@ def block_jacobians(apply: Callable, trainable: Params, frozen: Params, x, block
     blocks.setdefault(block_of(name), []).append(name)
   rows, _ = chunking.example_chunks(n, chunk_size or None)
   parts = {b: [] for b in blocks}
-  jac = _jacobian_fn(apply)
+  # jit(vmap(jacrev)): (trainable, frozen, x) -> per-example Jacobians, leaves (n, C, *leaf),
+  # compiled once per apply in the core's cache (an apply that cannot be weakly referenced
+  # compiles once per call: this call's own dict).
+  jac = jacobians.jitted_tree(apply, jacobians.per_example_tree, {})
   with precision_lib.matmul_precision("highest"):
     for r0, r1 in rows:
       xc = jax.tree.map(lambda a, r0=r0, r1=r1: a[r0:r1], x)

@@ -5,8 +5,9 @@ import pytest
 
 from configs import ntk_spectrum
 from experiments import layer_study
-from ntkft import peft, theta0, theta0_kernels
+from ntkft import peft, theta0
 from ntkft.models import HeadConfig, flatten, load_pretrained
+from ntkft.theta0 import kernels as theta0_kernels
 from ntkft.train import loop
 from tests import test_util
 

@@ -1,4 +1,4 @@
-"""ntkft.theta0_kernels: the kernels of a config's model at θ0, per block, of a kind,
+"""ntkft.theta0.kernels: the kernels of a config's model at θ0, per block, of a kind,
 against J Jᵀ and J sign(J)ᵀ from one direct ``jax.jacrev`` (float64 products)."""
 import json
 
@@ -8,7 +8,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from configs import ntk_spectrum
-from ntkft import ntk_report, peft, theta0, theta0_kernels
+from ntkft import ntk_report, peft, theta0
+from ntkft.theta0 import kernels as theta0_kernels
 from tests import test_util
 
 NUM_LAYERS = 3

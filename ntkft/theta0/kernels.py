@@ -14,11 +14,12 @@ the sign kernel (1/C) Σ_c Σ_p ∂f_c(x_i)/∂θ_p sign(∂f_c(x_j)/∂θ_p) of
 al. (2023) (``ntkft.ntk.adam_ntk_fn``), which the NTK engine computes for the
 whole set only: no blocks, K in :attr:`BlockKernels.whole`.
 
+  from ntkft.theta0 import kernels as theta0_kernels
   bk = theta0_kernels.kernels_of_config(config)            # config.block_by blocks
   bk.kernels["layer_4"], bk.kernel, bk.fx0, bk.labels
 
 (The untraced plain/sign Grams of the κ study are
-``ntkft.layer_set_kernels``: another computation, in float64 from one Jacobian.)
+``ntkft.theta0.layer_sets``: another computation, in float64 from one Jacobian.)
 """
 import dataclasses
 import time
