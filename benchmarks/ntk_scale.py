@@ -16,7 +16,7 @@ that process via ``resource.getrusage``, is its own):
   Keys ``full_n256_s``, ``full_n256_peak_mb``.
 * ``sketch``: at N = ``--n_sketch`` the exact LoRA kernel (traced), the pNTK
   and count sketches of ``--sketch_dims``, each against the exact one
-  (:func:`ntkft.ntk.sketch.kernel_errors`): list ``sketch`` of
+  (:func:`ntkft.ntk.kernel_errors`): list ``sketch`` of
   ``{method, dim, rel_error, lambda_max_rel_error, kappa_rel_error, seconds,
   peak_mb, ...}``.
 * ``operator``: Lanczos (``--lanczos_iters``) on ``ntk_vp_fn`` against the
@@ -47,7 +47,6 @@ import common  # noqa: E402
 
 from ntkft import data, ntk, peft, spectral  # noqa: E402
 from ntkft.models import HeadConfig, load_pretrained  # noqa: E402
-from ntkft.ntk import sketch  # noqa: E402
 
 BUCKETS = (16, 32, 48, 64)
 PARTS = ("lora_flat", "full", "sketch", "operator")
@@ -77,11 +76,11 @@ def lora_setup(n, seq_len):
 def measure(what, args, out_path):
   """One measurement in this process; the kernel (if any) is saved to out_path."""
   t0 = time.perf_counter()
-  budget = args.budget_mb
+  budget = int(args.budget_mb * 2**20)        # --budget_mb (MiB) -> the API's bytes
   if what == "full":
     model = load_pretrained("minilm-l6", HeadConfig(num_labels=2))
     x = inputs(model, args.n_full, args.seq_len)
-    fn = ntk.budgeted_ntk_fn(lambda p, x: model.apply_fn(p, x), memory_budget_mb=budget,
+    fn = ntk.budgeted_ntk_fn(lambda p, x: model.apply_fn(p, x), memory_budget_bytes=budget,
                              sparse_tables={"embeddings/word/embedding": "input_ids"},
                              length_buckets=BUCKETS)
     t0 = time.perf_counter()
@@ -90,7 +89,7 @@ def measure(what, args, out_path):
   elif what == "operator":
     apply, trainable, frozen, x = lora_setup(args.n_operator, args.seq_len)
     t0 = time.perf_counter()
-    matvec, n = ntk.ntk_vp_fn(apply, chunk=64)(x, trainable, frozen)
+    matvec, n = ntk.ntk_vp_fn(apply, batch_size=64)(x, trainable, frozen)
     top, _ = spectral.lanczos_eigs(matvec, n, k=1, num_iters=args.lanczos_iters, which="top")
     k = None
     out = {"lambda_max": float(top[0])}
@@ -98,13 +97,13 @@ def measure(what, args, out_path):
     n = args.n_flat if what == "lora_flat" else args.n_sketch
     apply, trainable, frozen, x = lora_setup(n, args.seq_len)
     if what == "lora_flat":
-      fn = ntk.budgeted_ntk_fn(apply, (), memory_budget_mb=budget, length_buckets=BUCKETS)
+      fn = ntk.budgeted_ntk_fn(apply, (), memory_budget_bytes=budget, length_buckets=BUCKETS)
     elif what == "exact":
-      fn = ntk.budgeted_ntk_fn(apply, memory_budget_mb=budget, length_buckets=BUCKETS)
+      fn = ntk.budgeted_ntk_fn(apply, memory_budget_bytes=budget, length_buckets=BUCKETS)
     elif what == "pntk":
-      fn = sketch.pntk_fn(apply, memory_budget_mb=budget, length_buckets=BUCKETS)
+      fn = ntk.pntk_fn(apply, memory_budget_bytes=budget, length_buckets=BUCKETS)
     else:
-      fn = sketch.count_sketch_ntk_fn(apply, int(what.split(":")[1]), length_buckets=BUCKETS)
+      fn = ntk.count_sketch_ntk_fn(apply, int(what.split(":")[1]), length_buckets=BUCKETS)
     t0 = time.perf_counter()
     k = fn(x, None, trainable, frozen)
     out = {"num_params": peft.count(trainable)}
@@ -155,7 +154,7 @@ def run(args) -> dict:
       for what in ["pntk"] + [f"count_sketch:{d}" for d in args.sketch_dims.split(",")]:
         r, path = child(what, args, tmp)
         method, _, dim = what.partition(":")
-        errors = sketch.kernel_errors(np.load(path), exact)
+        errors = ntk.kernel_errors(np.load(path), exact)
         rows.append({"method": method, "dim": int(dim) if dim else None, **errors,
                      "seconds": r["seconds"], "cpu_s": r["cpu_s"], "peak_mb": r["peak_mb"]})
       result["sketch"] = rows

@@ -1,8 +1,8 @@
 """Shared fields of the configs that compute NTKs at θ0 on a sample of a task.
 
 Used by configs/{ntk_spectrum,select_layers,ntk_spectra,perturbation_bounds}.py
-(read by ``ntkft.theta0.build_theta0`` and ``ntkft.ntk_report.kernel_sample`` /
-``block_kernels``). ``runlocal``:
+(read by ``ntkft.theta0.build_theta0`` and ``ntkft.theta0.kernels.kernel_sample`` /
+``kernels_of_config``). ``runlocal``:
 n=16 examples, chunks of 8, max_len 64 (a CPU smoke run).
 """
 import ml_collections
@@ -25,7 +25,7 @@ def get_config(task: str, runlocal: bool, layers="all",
   c.data = dict(root=config_dict.placeholder(str), split="train", max_len=128)
   c.implementation = "jacobian_contraction"  # or "ntk_vector_products"
   c.chunk_size = 32                 # examples per NTK chunk (0: no chunking)
-  c.memory_budget_mb = 0.0          # bound on per-chunk Jacobians (0: none)
+  c.memory_budget_mb = 0.0          # MiB bound on per-chunk Jacobians (0: none); bytes in ntkft.ntk
   # e.g. (16, 32, 64, 128): Jacobians of examples cut to the shortest bucket that
   # holds their tokens (ntkft.ntk.lengths; same kernel, less padding work, one
   # compile per bucket and group size). (): off. Needs jacobian_contraction.

@@ -1,10 +1,17 @@
-"""Plumbing shared by the experiments (no experiment imports another).
+"""Plumbing shared by the experiments.
+
+Experiments share code only through this module, with two deliberate
+exceptions: ``layer_study`` (the layer-set machinery of spectrum_correlation and
+selection_validation, not an experiment itself) and ``selection_study``, which
+reuses the κ study's points (``kappa_study``) and cells (``kappa_analysis``) by
+design (preregistration Amendment 2.9).
 
 - Per-block kernel experiments (``ntk_spectra``, ``perturbation_bounds``):
   :func:`start_block_kernels` (checks, workdir, the kernels of
-  ``ntkft.ntk_report.block_kernels`` in model order), :func:`kernel_fields` (the
+  ``ntkft.theta0.kernels.kernels_of_config`` in model order), :func:`kernel_fields` (the
   leading results.json fields), :func:`write_kernel_results`; block names in
   plots (:func:`short_name`, :data:`EIG_LABEL`).
+- Figures: :func:`figure` (an Agg canvas) and :func:`draw_figures` (``plot_all``).
 - Every experiment: :func:`write_results` (results.json with ``wall_seconds``),
   :func:`as_floats` / :func:`optional` (JSON null back to nan),
   :func:`format_markdown`, :func:`parse_tasks`, :func:`compilation_cache`.
@@ -18,13 +25,14 @@ import pathlib
 import re
 import time
 import warnings
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
 import scipy.stats
 
-from ntkft import data, ntk_report, records, theta0_kernels
+from ntkft import data, records
+from ntkft.theta0 import kernels as theta0_kernels
 
 # Axis label of kernel eigenvalues: the NTK is Σ_p ∂f/∂θ_p ∂f/∂θ_p, averaged
 # over the logits, so its unit is logit² per (unit of θ)².
@@ -49,9 +57,9 @@ def layer_label(layers: Sequence[int]) -> str:
 
 
 def ordered_block_kernels(config) -> theta0_kernels.BlockKernels:
-  """:func:`ntkft.ntk_report.block_kernels`, blocks ordered by :func:`block_order_key`
-  and symmetrized ((K + Kᵀ)/2, a rounding fix)."""
-  bk = ntk_report.block_kernels(config)
+  """:func:`ntkft.theta0.kernels.kernels_of_config` (the NTK), blocks ordered by
+  :func:`block_order_key` and symmetrized ((K + Kᵀ)/2, a rounding fix)."""
+  bk = theta0_kernels.kernels_of_config(config)
   kernels = {name: (bk.kernels[name] + bk.kernels[name].T) / 2
              for name in sorted(bk.kernels, key=block_order_key)}
   return dataclasses.replace(bk, kernels=kernels)
@@ -90,6 +98,28 @@ def write_kernel_results(results: dict, config, bk: theta0_kernels.BlockKernels,
                            "kernel_seconds": bk.seconds}, workdir, t0)
   save_block_kernels(bk, pathlib.Path(workdir) / "block_kernels.npz")
   return results
+
+
+def figure(width: float, height: float):
+  """A matplotlib ``Figure`` of ``width`` x ``height`` inches at 100 dpi on the Agg
+  canvas (no display, no pyplot state); matplotlib is imported here, on first use."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(width, height), dpi=100)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def draw_figures(results: dict, outdir, plots: dict[str, Callable]) -> list[str]:
+  """``plots[name](results, outdir / name)`` for each PNG name, in order, into ``outdir``
+  (created); returns the paths written. The body of each experiment's ``plot_all``."""
+  outdir = pathlib.Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for name, plot in plots.items():
+    plot(results, outdir / name)
+    paths.append(str(outdir / name))
+  return paths
 
 
 def write_results(results: dict, workdir, t0: float) -> dict:

@@ -5,8 +5,9 @@
 
 For each experiment of ``EXPERIMENTS`` whose ``<results>/<name>/results.json``
 exists, loads it and writes that experiment's figures into ``<out>/`` (file names
-start with the experiment name); experiments without stored results, or whose
-module is not there, are skipped with a printed line. Also writes
+start with the experiment name); experiments without stored results, whose
+module is not there, or whose results give no figure yet (the κ and selection
+studies until they are complete) are skipped with a printed line. Also writes
 ``<out>/index.md``: markdown that embeds each figure with the command that
 regenerates it and, when the results record it, the machine that produced them
 (for the README).
@@ -22,28 +23,36 @@ from absl import flags
 from ntkft import cli
 
 
-def _plot_all(name: str) -> Callable:
-  """``experiments.<name>.plot_all(results, outdir) -> [PNG paths]``, imported when called."""
+def _plot_all(name: str, module: str = "", function: str = "plot_all") -> Callable:
+  """``experiments.<module or name>.<function>(results, outdir) -> [PNG paths]``,
+  imported when called."""
 
   def draw(results, outdir):
-    return importlib.import_module(f"experiments.{name}").plot_all(results, outdir)
+    return getattr(importlib.import_module(f"experiments.{module or name}"), function)(
+        results, outdir)
 
   return draw
 
 
-# name -> (notebook, title, fn(results dict, outdir) -> [PNG paths]), in notebook order.
-EXPERIMENTS: dict[str, tuple[str, str, Callable]] = {
+# name -> (notebook or None, title, fn(results dict, outdir) -> [PNG paths]), in notebook
+# order; the pilots of the κ and selection studies last (their notebooks now show the studies).
+EXPERIMENTS: dict[str, tuple[Optional[str], str, Callable]] = {
     "lambda_sweep": ("01_regimes_vs_lambda.ipynb", "The three regimes vs λ",
                      _plot_all("lambda_sweep")),
     "ntk_spectra": ("02_ntk_spectra.ipynb", "NTK spectra at θ0 per layer choice",
                     _plot_all("ntk_spectra")),
-    "spectrum_correlation": ("03_kappa_vs_outcomes.ipynb", "κ vs train loss and dev metric",
-                             _plot_all("spectrum_correlation")),
+    "kappa_study": ("03_kappa_vs_outcomes.ipynb",
+                    "κ study: verdicts, ρ against median lin_gap, κ vs N",
+                    _plot_all("kappa_study", "kappa_figures", "plot_kappa_study")),
     "perturbation_bounds": ("04_perturbation_bounds.ipynb",
                             "Weyl bounds vs exact eigenvalues as layers are added",
                             _plot_all("perturbation_bounds")),
-    "selection_validation": ("05_layer_selection.ipynb", "Spectral layer selection vs baselines",
-                             _plot_all("selection_validation")),
+    "selection_study": ("05_layer_selection.ipynb", "Selection study: selector vs baselines",
+                        _plot_all("selection_study", "kappa_figures", "plot_selection_study")),
+    "spectrum_correlation": (None, "Pilot of the κ study: κ vs train loss and dev metric",
+                             _plot_all("spectrum_correlation")),
+    "selection_validation": (None, "Pilot of the selection study: spectral layer selection vs "
+                             "baselines", _plot_all("selection_validation")),
 }
 
 
@@ -93,12 +102,15 @@ def regenerate(results_dir, out_dir, names: Optional[Sequence[str]] = None) -> d
         raise
       print(f"skip {name}: experiments/{name}.py not available ({e})")
       continue
+    if not pngs:
+      print(f"skip {name}: its results give no figures yet")
+      continue
     written[name] = [str(p) for p in pngs]
     print(f"{name}: wrote {', '.join(written[name])}")
     wall = results.get("wall_seconds")
     index += [f"### {title}", "",
-              f"Notebook `notebooks/{notebook}`; results `{path}`; "
-              f"machine: {_machine(results)}"
+              (f"Notebook `notebooks/{notebook}`; " if notebook else "")
+              + f"results `{path}`; machine: {_machine(results)}"
               + (f"; {wall:.0f} s." if isinstance(wall, (int, float)) else "."), ""]
     index += [f"![{name}]({os.path.relpath(p, out_dir)})" for p in written[name]] + [""]
   index += ["Regenerate: `python -m experiments.figures "

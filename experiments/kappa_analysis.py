@@ -1,14 +1,15 @@
 """The pre-registered analysis of the kappa study (docs/preregistration.md §3-4, Amendment 2).
 
-``analyse(config, runs, planned)`` -> ``{"verdicts", "cells", "exploratory"}``:
+``analyse(config, runs, planned)`` -> ``{"verdicts", "cells", "exploratory",
+"rho_vs_lin_gap"}``:
 
 * ``verdicts``: one per hypothesis H1-H4 (the family): ``id`` (= ``hypothesis``),
   ``prediction``, ``statistic`` ("kappa_lambda"), ``estimate`` (mean over tasks
   of the within-task Spearman ρ over layer sets × seeds at λ*; H2: of
   ρ(λ*) − ρ(0)), ``per_task``, ``ci`` (crossed cluster bootstrap, at the
   hypothesis's Holm level), ``partial`` and ``partial_ci`` (controlling depth
-  and size), ``p``, ``holm_level``, ``holm_rejected``, ``lambda_star``,
-  ``verdict`` ∈ supported / refuted / undecided and ``reason``.
+  and size), ``per_task_partial``, ``p``, ``holm_level``, ``holm_rejected``,
+  ``lambda_star``, ``verdict`` ∈ supported / refuted / undecided and ``reason``.
 * ``cells``: per (task, regime, λ, mode): runs finished / planned, diverged
   runs, median lin_gap, fraction of plateaued runs, whether it is λ* of its
   task × regime.
@@ -16,6 +17,14 @@
   bootstrap within the cell): per cell, ρ and partial ρ (controlling depth and
   size) of κ, κ_λ, λmin, λmax, effective rank and alignment of each kernel, and
   ρ of depth and size, against both outcomes.
+* ``rho_vs_lin_gap`` (exploratory, the data of the figure "ρ against median
+  lin_gap per cell"): per nonlinear cell, its median lin_gap beside the
+  exploratory ρ and partial ρ of κ_λ of the family's kernels (plain and sign,
+  flattened with head) against both outcomes.
+
+``exploratory`` and ``rho_vs_lin_gap`` relate predictors to outcomes: the
+sweep's ``collect`` asks for them only once every point exists (no interim
+looks); before that both hold the string ``NOT_YET``.
 
 **Predictor (Amendment 2.2).** κ_λ = (λmax(K) + nλ) / (λmin(K) + nλ), the
 condition number of the pulled tangent loss's Hessian JᵀJ/n + λI on the row
@@ -70,6 +79,10 @@ STATISTIC = "kappa_lambda"
 # Exploratory statistics of every kernel (κ: the §2 predictor with its clamp).
 EXPLORATORY_STATS = ("kappa", "kappa_lambda", "lambda_min", "lambda_max", "effective_rank",
                      "alignment")
+# The kernels of the ρ-vs-lin_gap figure: those of the family (H1, H2, H4: plain; H3: sign).
+RHO_VS_LIN_GAP_KERNELS = ("plain_flat_head", "sign_flat_head")
+# What the predictor-outcome tables hold until every point exists (no interim looks).
+NOT_YET = "computed when every point exists"
 
 # The family (preregistration §3, Amendment 2.2). lam: "star" (λ*), or "star-0" (ρ at λ*
 # minus ρ at λ = 0 on the (layers, seed) cells present at both, Amendment 1).
@@ -225,8 +238,9 @@ def incomplete(config, h, cells, planned) -> str:
 def confirmatory_samples(config, h, cells, planned, num_boot: int, seed: int) -> dict:
   """The estimate of ``h`` on the data and on ``num_boot`` crossed resamples.
 
-  Returns {"estimate", "partial", "per_task", "lambda_star" (on the data),
-  "boot", "boot_partial" ((num_boot,) arrays), "boot_lambda_star" ({task: (num_boot,)})}.
+  Returns {"estimate", "partial", "per_task", "per_task_partial", "lambda_star" (on the
+  data), "boot", "boot_partial" ((num_boot,) arrays), "boot_lambda_star" ({task:
+  (num_boot,)})}.
   """
   keys = _hypothesis_cells(config, h)
   units = [k for key in keys for k in planned.get(key, ())] + \
@@ -235,7 +249,7 @@ def confirmatory_samples(config, h, cells, planned, num_boot: int, seed: int) ->
   w = grid.weights(num_boot, seed)
   lams = sorted(float(l) for l in config.lams)
   per = {False: [], True: []}
-  per_task, stars, boot_stars = {}, {}, {}
+  per_task, per_task_partial, stars, boot_stars = {}, {}, {}, {}
   for task in config.tasks:
     rows = {lam: cells.get(_cell_key(task, h["regime"], lam, "nonlinear"), {}) for lam in lams}
     present = {lam: grid.present(rows[lam]) for lam in lams}
@@ -256,14 +270,13 @@ def confirmatory_samples(config, h, cells, planned, num_boot: int, seed: int) ->
           rho.append(_rho(grid, x[lam], y[lam], w * present[lam], partial))
       chosen = np.take_along_axis(np.stack(rho), star[None], 0)[0]
       per[partial].append(chosen)
-      if not partial:
-        per_task[task] = float(chosen[0])
+      (per_task_partial if partial else per_task)[task] = float(chosen[0])
     stars[task] = lams[int(star[0])]
     boot_stars[task] = np.asarray(lams)[star[1:]]
   raw, part = _nanmean_rows(per[False]), _nanmean_rows(per[True])
   return {"estimate": float(raw[0]), "partial": float(part[0]), "per_task": per_task,
-          "lambda_star": stars, "boot": raw[1:], "boot_partial": part[1:],
-          "boot_lambda_star": boot_stars}
+          "per_task_partial": per_task_partial, "lambda_star": stars, "boot": raw[1:],
+          "boot_partial": part[1:], "boot_lambda_star": boot_stars}
 
 
 def gates(config, h, cells, stars) -> tuple[bool, str]:
@@ -323,8 +336,8 @@ def verdicts(config, cells, planned) -> list[dict]:
     base = {"id": h["hypothesis"], "hypothesis": h["hypothesis"], "prediction": _prediction(h),
             "statistic": STATISTIC, "kernel": h["kernel"], "outcome": h["outcome"],
             "regime": h["regime"], "estimate": None, "ci": None, "partial": None,
-            "partial_ci": None, "per_task": None, "p": None, "holm_level": None,
-            "holm_rejected": False, "lambda_star": None}
+            "partial_ci": None, "per_task": None, "per_task_partial": None, "p": None,
+            "holm_level": None, "holm_rejected": False, "lambda_star": None}
     why = incomplete(config, h, cells, planned)
     if why:
       out.append({**base, "verdict": "undecided", "reason": why})
@@ -345,7 +358,8 @@ def verdicts(config, cells, planned) -> list[dict]:
     verdict, reason = verdict_rule(h["sign"], ci, pci, holm[h["hypothesis"]]["rejected"],
                                    gates(config, h, cells, s["lambda_star"]), config.min_effect)
     out[i] = {**v, "estimate": s["estimate"], "ci": ci, "partial": s["partial"],
-              "partial_ci": pci, "per_task": s["per_task"], "p": cs.bootstrap_p(s["boot"]),
+              "partial_ci": pci, "per_task": s["per_task"],
+              "per_task_partial": s["per_task_partial"], "p": cs.bootstrap_p(s["boot"]),
               "holm_level": level, "holm_rejected": holm[h["hypothesis"]]["rejected"],
               "lambda_star": s["lambda_star"], "verdict": verdict, "reason": reason}
   return out
@@ -413,8 +427,39 @@ def _kernel_order(name):
   return (names.index(name) if name in names else len(names), name)
 
 
-def analyse(config, runs, planned, num_boot_exploratory: int = 200) -> dict:
-  """The pre-registered verdicts, the per-cell summary and the exploratory table.
+def rho_vs_lin_gap(summary: list[dict], table: list[dict]) -> list[dict]:
+  """The data of the figure "ρ against median lin_gap per cell" (exploratory).
+
+  Args:
+    summary: :func:`cell_summary` (median lin_gap and λ* flag per cell).
+    table: :func:`exploratory` (ρ and partial ρ per cell, uncorrected 95% CIs).
+
+  Returns:
+    One row per nonlinear cell with a finite median lin_gap × kernel of
+    ``RHO_VS_LIN_GAP_KERNELS`` × outcome: {task, regime, lam, lambda_star,
+    median_lin_gap, kernel, outcome, rho, ci, partial, partial_ci} (ρ of κ_λ,
+    copied from ``table``), cells in ``summary`` order.
+  """
+  rhos = {(e["task"], e["regime"], e["lam"], e["mode"]): e["rho"] for e in table}
+  out = []
+  for c in summary:
+    key = (c["task"], c["regime"], c["lam"], c["mode"])
+    gap = c["median_lin_gap"]
+    if c["mode"] != "nonlinear" or key not in rhos or gap is None or not np.isfinite(gap):
+      continue
+    for kernel in RHO_VS_LIN_GAP_KERNELS:
+      for outcome in OUTCOMES:
+        entry = rhos[key].get(f"{kernel}.{STATISTIC}:{outcome}")
+        if entry is not None:
+          out.append({"task": c["task"], "regime": c["regime"], "lam": c["lam"],
+                      "lambda_star": c["lambda_star"], "median_lin_gap": gap,
+                      "kernel": kernel, "outcome": outcome, **entry})
+  return out
+
+
+def analyse(config, runs, planned, num_boot_exploratory: int = 200,
+            exploratory_tables: bool = True) -> dict:
+  """The pre-registered verdicts, the per-cell summary and the exploratory tables.
 
   Args:
     config: configs/kappa_study.py (tasks, lams, num_boot, boot_seed, alpha,
@@ -424,8 +469,16 @@ def analyse(config, runs, planned, num_boot_exploratory: int = 200) -> dict:
       predictors {kernel: {lambda_min, lambda_max, kappa, ...}} or None).
     planned: {(task, regime, lam, mode): [(layers, seed), ...]} of every planned run.
     num_boot_exploratory: crossed resamples per exploratory cell.
+    exploratory_tables: False: ``exploratory`` and ``rho_vs_lin_gap`` are not
+      computed and hold ``NOT_YET`` (the sweep passes whether every point exists).
+
+  Returns:
+    {"verdicts", "cells", "exploratory", "rho_vs_lin_gap"} (module docstring).
   """
   cells = cell_table(runs)
-  return {"verdicts": verdicts(config, cells, planned),
-          "cells": cell_summary(config, cells, planned),
-          "exploratory": exploratory(cells, num_boot_exploratory, config.boot_seed)}
+  out = {"verdicts": verdicts(config, cells, planned),
+         "cells": cell_summary(config, cells, planned)}
+  if not exploratory_tables:
+    return {**out, "exploratory": NOT_YET, "rho_vs_lin_gap": NOT_YET}
+  table = exploratory(cells, num_boot_exploratory, config.boot_seed)
+  return {**out, "exploratory": table, "rho_vs_lin_gap": rho_vs_lin_gap(out["cells"], table)}

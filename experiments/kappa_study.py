@@ -9,7 +9,7 @@ resumable sweep of points (configs/kappa_study.py), seed-major:
   at that seed's θ0 (``ntkft.train.warm_runs.WarmRuns``: the exact θ0 of every
   run of the group) on its n_train training examples, the per-layer and head
   blocks of the plain and sign kernels as float64 Grams
-  (``ntkft.layer_set_kernels.block_kernels``), and for each layer set S
+  (``ntkft.theta0.layer_sets.untraced_block_kernels``), and for each layer set S
   (K_S = Σ_{i∈S} K_i + K_head) the predictors of the 8 kernels
   (``ntkft.spectral.predictors``), κ of the plain flattened kernel against the
   number of examples, and the sign kernel's asymmetry;
@@ -24,7 +24,9 @@ points done, ``max_seconds`` reached, or ``--config.collect_only``): ``runs``
 (one per finished run point: task, layers, seed, lam, regime, mode, train_loss,
 dev_metric, lin_gap, plateaued, diverged, seconds, predictors of its layer set)
 and, from ``experiments.kappa_analysis``, ``verdicts``, ``cells`` and (once every point
-exists: no interim looks at predictor-outcome relations) the exploratory tables.
+exists: no interim looks at predictor-outcome relations) the exploratory tables
+``exploratory`` and ``rho_vs_lin_gap``; ``kernels`` holds κ vs N and the sign
+kernel's asymmetry per (task, seed).
 """
 import itertools
 import json
@@ -36,9 +38,9 @@ import numpy as np
 from configs import glue_common
 from experiments import common, kappa_analysis
 from ntkft import cli, config_lib, records
-from ntkft.layer_set_kernels import block_kernels, layer_block
 from ntkft.spectral import predictors as predictors_lib
 from ntkft.spectral.stats import condition_number
+from ntkft.theta0.layer_sets import layer_block, untraced_block_kernels
 from ntkft.train.warm_runs import WarmRuns
 
 NUM_LAYERS = 6
@@ -145,8 +147,8 @@ def kernel_point(config, group: WarmRuns, seed: int) -> dict:
   t0 = time.time()
   x, labels = group.kernel_inputs()
   start = group.start
-  blocks = block_kernels(start.apply, start.trainable, start.frozen, x, layer_block,
-                         config.kernel_chunk)
+  blocks = untraced_block_kernels(start.apply, start.trainable, start.frozen, x, layer_block,
+                                  config.kernel_chunk)
   t_jac = time.time() - t0
   sets, vs_n, asym = {}, {}, {}
   for layers in layer_sets(config):
@@ -230,9 +232,9 @@ def collect(config, workdir: pathlib.Path, seconds: float) -> dict:
                                    if k.startswith("kernel_")),
              "run_seconds": sum(v["seconds"] for k, v in done.items() if k.startswith("run_")),
              "wall_seconds_this_session": seconds, "kernels": kernels, "runs": runs}
-  results.update(kappa_analysis.analyse(config, runs, planned_cells(config)))
-  if not results["complete"]:  # no interim looks at predictor-outcome relations
-    results["exploratory"] = "computed when every point exists"
+  # The predictor-outcome tables only once every point exists: no interim looks.
+  results.update(kappa_analysis.analyse(config, runs, planned_cells(config),
+                                        exploratory_tables=results["complete"]))
   return results
 
 

@@ -23,8 +23,6 @@ import pathlib
 import time
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from experiments import common
 from ntkft import cli, data, diagnostics, peft, records, theta0
@@ -86,8 +84,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot_distances(results: list[dict], path):
-  fig = Figure(figsize=(6.5, 4.2), dpi=100)
-  FigureCanvasAgg(fig)
+  fig = common.figure(6.5, 4.2)
   ax = fig.add_subplot(1, 1, 1)
   for i, out in enumerate(results):
     color = f"C{i}"
@@ -106,8 +103,7 @@ def plot_distances(results: list[dict], path):
 
 
 def plot_gaps(rows: list[dict], path):
-  fig = Figure(figsize=(6.5, 4.2), dpi=100)
-  FigureCanvasAgg(fig)
+  fig = common.figure(6.5, 4.2)
   ax = fig.add_subplot(1, 1, 1)
   lams = np.array([r["lam"] for r in rows])
   for key, style in (("dist_nonlinear", "o-"), ("bound", "k:"), ("param_gap", "s-"),

@@ -32,9 +32,10 @@ import numpy as np
 
 from configs import glue_common
 from experiments import common
-from ntkft import config_lib, data, records, spectral, theta0, theta0_kernels
+from ntkft import config_lib, data, records, spectral, theta0
 from ntkft import targets as targets_lib
 from ntkft.models import read_config, resolve_model_dir
+from ntkft.theta0 import kernels as theta0_kernels
 from ntkft.train import loop
 
 HEAD = "head"

@@ -22,14 +22,11 @@ Choices (``config.choices``, a tuple of entries): ``"singles"`` (each block on
 its own), ``"all"`` (every block), or a tuple of layer indices / block names
 (``(4, 5)``, ``("layer_4/query",)``).
 """
-import pathlib
 import time
 from typing import Any, Sequence
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from experiments import common
 from ntkft import cli, spectral
@@ -101,8 +98,7 @@ def plot_spectra(results: dict, path) -> str:
     path: PNG to write.
   """
   choices = results["choices"]
-  fig = Figure(figsize=(11.0, 4.2), dpi=100)
-  FigureCanvasAgg(fig)
+  fig = common.figure(11.0, 4.2)
   ax, ax_k = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
   singles = [c for c in choices if len(c["blocks"]) == 1]
   for c in choices:
@@ -141,9 +137,7 @@ def matplotlib_color(i: int, count: int):
 
 def plot_all(results: dict, outdir) -> list[str]:
   """Every figure of this experiment into ``outdir``: [ntk_spectra.png]."""
-  outdir = pathlib.Path(outdir)
-  outdir.mkdir(parents=True, exist_ok=True)
-  return [plot_spectra(results, outdir / "ntk_spectra.png")]
+  return common.draw_figures(results, outdir, {"ntk_spectra.png": plot_spectra})
 
 
 def run(config, workdir: str) -> dict:

@@ -30,13 +30,10 @@ greedy min-κ order of :func:`ntkft.select.greedy_select` over all blocks), or
 comma-separated layer indices / block names (``"5,4,3"``; a subset is allowed).
 """
 import math
-import pathlib
 import time
 from typing import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from experiments import common
 from ntkft import cli, select
@@ -130,8 +127,7 @@ def plot_bands(results: dict, path) -> str:
   steps = results["steps"]
   cols = min(3, len(steps))
   rows = math.ceil(len(steps) / cols)
-  fig = Figure(figsize=(4.0 * cols, 3.1 * rows), dpi=100)
-  FigureCanvasAgg(fig)
+  fig = common.figure(4.0 * cols, 3.1 * rows)
   first = None
   for t, step in enumerate(steps):
     ax = fig.add_subplot(rows, cols, t + 1, sharey=first)
@@ -174,8 +170,7 @@ def plot_kappa(results: dict, path) -> str:
   steps = results["steps"]
   t = np.arange(1, len(steps) + 1)
   ticks = [f"+{common.short_name(s['added'])}" for s in steps]
-  fig = Figure(figsize=(11.0, 4.0), dpi=100)
-  FigureCanvasAgg(fig)
+  fig = common.figure(11.0, 4.0)
   ax, ax_k = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
   for key, color in (("lambda_min", "C0"), ("lambda_max", "C3")):
     ax.fill_between(t, _positive([s[f"{key}_lower"] for s in steps]),
@@ -208,10 +203,8 @@ def plot_kappa(results: dict, path) -> str:
 
 def plot_all(results: dict, outdir) -> list[str]:
   """Every figure of this experiment into ``outdir`` (bands, kappa)."""
-  outdir = pathlib.Path(outdir)
-  outdir.mkdir(parents=True, exist_ok=True)
-  return [plot_bands(results, outdir / "perturbation_bounds_bands.png"),
-          plot_kappa(results, outdir / "perturbation_bounds_kappa.png")]
+  return common.draw_figures(results, outdir, {"perturbation_bounds_bands.png": plot_bands,
+                                               "perturbation_bounds_kappa.png": plot_kappa})
 
 
 def search_costs(kernels: dict, ridge: float = 0.0, ks: Sequence[int] = (2, 3)) -> list[dict]:

@@ -45,8 +45,6 @@ import time
 import zlib
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from experiments import common, layer_study
 from ntkft import cli, records
@@ -119,11 +117,7 @@ def _mean_std(values) -> tuple[float, float]:
 
 def plot_all(results: dict, outdir) -> list[str]:
   """Every figure of this experiment into ``outdir``: [selection_validation_arms.png]."""
-  outdir = pathlib.Path(outdir)
-  outdir.mkdir(parents=True, exist_ok=True)
-  path = outdir / "selection_validation_arms.png"
-  plot_arms(results, path)
-  return [str(path)]
+  return common.draw_figures(results, outdir, {"selection_validation_arms.png": plot_arms})
 
 
 def plot_arms(results: dict, path):
@@ -134,8 +128,7 @@ def plot_arms(results: dict, path):
     path: the PNG to write.
   """
   tasks = list(results["tasks"])
-  fig = Figure(figsize=(4.2 * max(1, len(tasks)), 3.8), dpi=100)
-  FigureCanvasAgg(fig)
+  fig = common.figure(4.2 * max(1, len(tasks)), 3.8)
   for t, task in enumerate(tasks):
     out = results["tasks"][task]
     ax = fig.add_subplot(1, len(tasks), t + 1)

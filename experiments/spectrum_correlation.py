@@ -37,8 +37,6 @@ import time
 
 import numpy as np
 from matplotlib import ticker
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from experiments import common, layer_study
 from ntkft import cli, records
@@ -69,11 +67,8 @@ def _ci_text(s: dict) -> str:
 
 def plot_all(results: dict, outdir) -> list[str]:
   """Every figure of this experiment into ``outdir``: [spectrum_correlation_scatter.png]."""
-  outdir = pathlib.Path(outdir)
-  outdir.mkdir(parents=True, exist_ok=True)
-  path = outdir / "spectrum_correlation_scatter.png"
-  plot_scatter(results, path)
-  return [str(path)]
+  return common.draw_figures(results, outdir,
+                             {"spectrum_correlation_scatter.png": plot_scatter})
 
 
 def plot_scatter(results: dict, path):
@@ -84,8 +79,7 @@ def plot_scatter(results: dict, path):
     path: the PNG to write.
   """
   tasks = list(results["tasks"])
-  fig = Figure(figsize=(10, 3.4 * max(1, len(tasks))), dpi=100)
-  FigureCanvasAgg(fig)
+  fig = common.figure(10, 3.4 * max(1, len(tasks)))
   for t, task in enumerate(tasks):
     out = results["tasks"][task]
     rows = out["rows"]

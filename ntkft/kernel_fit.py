@@ -3,8 +3,9 @@
   python -m ntkft.kernel_fit --config=configs/kernel_fit.py --workdir=runs/kfit_sst2_16
   python -m ntkft.kernel_fit --config=configs/kernel_fit.py:runlocal --workdir=/tmp/kfit
 
-Computes, over the parameters ``config.peft`` selects (``peft.kernel_subset``),
-the train×train and eval×train kernels (and train×eval for the asymmetric Adam
+Computes, over the parameters ``config.peft`` selects at θ0
+(:func:`ntkft.theta0.kernels.kernel_fn` of ``ntkft.theta0.build_theta0``), the
+train×train and eval×train kernels (and train×eval for the asymmetric Adam
 kernel), divides them by the mean diagonal of the train×train kernel (so the
 solvers' ``reg`` values are scale-free), and fits every solver of
 ``ntkft.kernel.classifiers`` on every kernel. The examples come from the task's
@@ -29,7 +30,7 @@ import tqdm
 from ntkft import cli, data, records, theta0
 from ntkft.evals import metrics as metrics_lib
 from ntkft.kernel import classifiers
-from ntkft.peft.kernel_subset import KINDS as KERNELS
+from ntkft.theta0 import kernels as theta0_kernels
 from ntkft.train.loop import data_dir_for, parse_kshot
 
 
@@ -47,9 +48,9 @@ def load_split_pair(config, task, tokenizer):
   return sets
 
 
-def kernels(subset, kind, x_train, x_eval, options):
-  """{"train_train", "eval_train"[, "train_eval"]} float64 kernels of one kind."""
-  fn = subset.ntk_fn(kind, **options)
+def kernels(fn, kind, x_train, x_eval):
+  """{"train_train", "eval_train"[, "train_eval"]} float64 kernels of one kind, from
+  ``fn(x1, x2=None)`` of :func:`ntkft.theta0.kernels.kernel_fn`."""
   out = {"train_train": fn(x_train), "eval_train": fn(x_eval, x_train)}
   if kind == "adam":  # the asymmetric solver needs K(x_train, x_eval) too
     out["train_eval"] = fn(x_train, x_eval)
@@ -84,9 +85,9 @@ def _check_config(config, task):
   missing = [s for s in config.solvers if s not in config.reg]
   if missing:
     raise ValueError(f"config.reg has no value for solver(s) {missing}")
-  bad = [k for k in config.kernels if k not in KERNELS]
+  bad = [k for k in config.kernels if k not in theta0_kernels.KINDS]
   if bad:
-    raise ValueError(f"config.kernels: unknown {bad}; choose from {KERNELS}")
+    raise ValueError(f"config.kernels: unknown {bad}; choose from {theta0_kernels.KINDS}")
   if task.is_regression:
     raise ValueError(f"kernel_fit: task {task.name} is a regression task; the kernel "
                      "classifiers need class labels")
@@ -118,12 +119,10 @@ def run(config, workdir: str) -> dict:
   for kind in config.kernels:
     t = time.time()
     bar = tqdm.tqdm(desc=f"{kind} kernel chunks", disable=not config.progress)
-    options = dict(batch_size=config.chunk_size or None,
-                   on_chunk=lambda info, bar=bar: bar.update(1),
-                   length_buckets=tuple(config.length_buckets) or None)
-    if kind == "adam" and config.adam_eps:
-      options["eps"] = config.adam_eps
-    k = kernels(subset, kind, x_train, x_eval, options)
+    fn = theta0_kernels.kernel_fn(start, kind, chunk_size=config.chunk_size,
+                                  length_buckets=config.length_buckets, bar=bar,
+                                  adam_eps=config.adam_eps)
+    k = kernels(fn, kind, x_train, x_eval)
     bar.close()
     seconds[kind] = time.time() - t
     scale[kind] = float(np.mean(np.diagonal(k["train_train"])))

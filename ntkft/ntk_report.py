@@ -3,10 +3,13 @@
   python -m ntkft.ntk_report --config=configs/ntk_spectrum.py --workdir=runs/ntk_sst2
   python -m ntkft.ntk_report --config=configs/ntk_spectrum.py:runlocal --workdir=/tmp/ntk
 
-Writes into the workdir:
-  kernel.npz      ``kernel`` (n, n), ``labels`` (n,), ``fx0`` (n, C) outputs at θ0,
-                  ``index`` (positions of the examples in the split) and one
-                  ``block/<name>`` kernel per parameter block (they sum to ``kernel``)
+The kernels (``config.kind``: "ntk" per block, or the whole "adam" sign kernel)
+come from :func:`ntkft.theta0.kernels.kernels_of_config`; this command prints
+and writes them into the workdir:
+  kernel.npz      ``kernel`` (n, n), ``labels`` (n,), ``fx0`` (n, C) outputs at θ0
+                  (float64), ``index`` (positions of the examples in the split) and,
+                  for the NTK, one ``block/<name>`` kernel per parameter block (they
+                  sum to ``kernel``)
   spectrum.json   n, num_params, condition_number, lambda_min, lambda_max,
                   effective_rank, trace, decay fit, ... and per-block statistics
   spectrum.png    the eigenvalues (full kernel and blocks), log scale
@@ -21,48 +24,10 @@ import json
 import pathlib
 import time
 
-import jax
 import numpy as np
-import tqdm
 
-from ntkft import cli, data, ntk, peft, spectral, theta0, theta0_kernels
-
-KINDS = ("ntk", "adam")
-
-
-def kernel_sample(config, start: theta0.Theta0) -> data.FixedSample:
-  """The ``config.n`` examples of config.task / data.split the kernels are computed on.
-
-  A fixed random sample (``np.random.default_rng(config.seed)``) tokenized with
-  the model's tokenizer to ``config.data.max_len``.
-  """
-  d = config.data
-  task = data.get_task(config.task)
-  examples = data.load_examples(task, d.split, data.task_data_dir(task, d.root))
-  return data.fixed_sample(examples, config.n, config.seed,
-                           data.load_tokenizer(start.model.source), d.max_len)
-
-
-def block_kernels(config) -> theta0_kernels.BlockKernels:
-  """Per-block NTKs (trace over logits, mean normalization) of ``config.peft`` at θ0.
-
-  Reads config.task, model, peft, seed (:func:`ntkft.theta0.build_theta0`), n,
-  data (:func:`kernel_sample`), block_by, implementation, chunk_size, and if
-  present memory_budget_mb, length_buckets and progress (a tqdm bar over
-  kernel chunks); see :func:`ntkft.theta0_kernels.per_block_kernels`.
-  """
-  start = theta0.build_theta0(config)
-  return theta0_kernels.per_block_kernels(
-      start, kernel_sample(config, start), config.block_by, **kernel_settings(config))
-
-
-def kernel_settings(config) -> dict:
-  """The kernel settings of the config, as keyword arguments of
-  :func:`ntkft.theta0_kernels.per_block_kernels`."""
-  return dict(implementation=config.implementation, chunk_size=config.chunk_size,
-              memory_budget_mb=config.get("memory_budget_mb", 0.0),
-              length_buckets=config.get("length_buckets", ()),
-              progress=config.get("progress", False))
+from ntkft import cli, data, ntk, peft, spectral, theta0
+from ntkft.theta0 import kernels as theta0_kernels
 
 
 def operator_spectrum(config, apply, trainable, frozen, x) -> dict:
@@ -80,17 +45,17 @@ def run(config, workdir: str) -> dict:
   t0 = time.time()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if config.kind not in KINDS:
-    raise ValueError(f"unknown kernel kind {config.kind!r}; choose from {KINDS}")
+  if config.kind not in theta0_kernels.KINDS:
+    raise ValueError(f"config.kind={config.kind!r}: unknown kernel kind; choose from "
+                     f"{theta0_kernels.KINDS}")
   task = data.get_task(config.task)
   start = theta0.build_theta0(config)
   spec, trainable = start.spec, start.trainable
   print(peft.describe(trainable, start.frozen))
-  sample = kernel_sample(config, start)
-  labels, index = sample.labels, sample.index
   if config.implementation == "operator":
     if config.kind != "ntk":
       raise ValueError("implementation='operator' computes the NTK only (kind='ntk')")
+    sample = theta0_kernels.kernel_sample(config, start)
     summary = {"task": task.name, "split": config.data.split, "kind": "ntk",
                "n": int(config.n), "num_params": peft.count(trainable),
                "implementation": "operator",
@@ -100,22 +65,8 @@ def run(config, workdir: str) -> dict:
     (workdir / "spectrum.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return summary
-  if config.kind == "ntk":
-    bk = theta0_kernels.per_block_kernels(start, sample, config.block_by,
-                                          **kernel_settings(config))
-    blocks, fx0 = bk.kernels, bk.fx0
-    kernel = sum(blocks.values())
-  else:
-    x = sample.inputs()
-    bar = tqdm.tqdm(desc="adam kernel chunks", disable=not config.progress)
-    kernel = np.asarray(ntk.adam_ntk_fn(
-        start.apply, eps=config.adam_eps or None,
-        **theta0_kernels.kernel_options(config.chunk_size, config.get("memory_budget_mb", 0.0),
-                                        config.get("length_buckets", ()), bar))(
-            x, None, trainable, start.frozen))
-    bar.close()
-    blocks = {}
-    fx0 = np.asarray(jax.jit(start.apply)(trainable, x, start.frozen))
+  bk = theta0_kernels.kernels_of_config(config, config.kind, start=start)
+  kernel, blocks, fx0, labels, index = bk.kernel, bk.kernels, bk.fx0, bk.labels, bk.index
 
   symmetrize = config.kind == "adam"
   stats = spectral.spectrum_stats(kernel, symmetrize=symmetrize)

@@ -10,7 +10,7 @@ with fixed keys (see ``ntkft.data``):
   labels          int32 (B,) for classification, float32 (B,) for regression
   weights         float32 (B,)     1 for real examples, 0 for rows padding a batch
 """
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import jax
 
@@ -19,3 +19,12 @@ Params = Mapping[str, Any]
 Batch = Mapping[str, Any]
 # apply_fn(params, batch, *extra) -> outputs (B, O)
 ApplyFn = Callable[..., Array]
+
+# Kernel kinds, one name each across ntkft (and in stored results, e.g. the κ study's keys):
+#   "plain"  K(x1, x2) = J(x1) J(x2)ᵀ, the empirical NTK;
+#   "sign"   K(x1, x2) = J(x1) sign(J(x2))ᵀ, the sign kernel (Malladi et al. 2023's Adam/SignGD
+#            kernel), asymmetric.
+KernelKind = Literal["plain", "sign"]
+PLAIN: KernelKind = "plain"
+SIGN: KernelKind = "sign"
+KERNEL_KINDS: tuple[KernelKind, ...] = (PLAIN, SIGN)

@@ -41,11 +41,14 @@ COMMANDS = {
          "--config.no_such_field=1", W], "--config.no_such_field: no config field"),
     "export_peft": (["-m", "ntkft.export_peft", W, "--out=/nonexistent/ntkft_cli_test_out"],
                     "no config.json in /nonexistent/ntkft_cli_test"),
+    "merge": (["-m", "ntkft.merge", "--runs=/nonexistent/ntkft_cli_test", "--alpha=1",
+               "--out=/nonexistent/ntkft_cli_test_out"],
+              "no config.json in /nonexistent/ntkft_cli_test"),
     **{f"experiments.{name}": (
         ["-m", f"experiments.{name}", f"--config=configs/{name}.py:runlocal",
          "--config.no_such_field=1", W], "--config.no_such_field: no config field")
        for name in ("lambda_sweep", "ntk_spectra", "perturbation_bounds",
-                    "selection_validation", "spectrum_correlation")},
+                    "selection_validation", "spectrum_correlation", "task_arithmetic")},
     "internal_error": (
         ["-c", "from ntkft import cli; cli.main(lambda: 1 / 0)"],
         "ZeroDivisionError: division by zero (an internal error: rerun with --verbose"),

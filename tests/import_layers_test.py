@@ -1,8 +1,9 @@
 """ntkft's import graph is layered and acyclic (read with ast, nothing is imported).
 
 Every module of ntkft belongs to a *unit*: its subpackage (``ntkft.ntk.engine`` ->
-``ntk``), the top-level module itself (``ntkft.theta0`` -> ``theta0``), or, for a
-command module, the command (``ntkft.select.cli`` -> ``select.cli``). Units are
+``ntk``, ``ntkft.theta0.kernels`` -> ``theta0``), the top-level module itself
+(``ntkft.targets`` -> ``targets``), or, for a command module, the command
+(``ntkft.select.cli`` -> ``select.cli``). Units are
 stacked in ``LAYERS``, lowest first; a module may import units of its own layer
 or of lower ones, never of a higher one, and neither the units nor the modules may
 import each other in a circle. Lazy imports inside functions count like
@@ -19,15 +20,17 @@ The layers, lowest first (what each may use is everything below it):
   3. data            data (tasks, readers, batches), evals (GLUE metrics)
   4. ntk             kernels of an apply_fn
   5. peft            parameter subsets (kernel_subset uses ntk)
-  6. θ0              theta0 (a config's model and trainable θ0), theta0_kernels and
-                     layer_set_kernels (its kernels)
+  6. θ0              theta0 (a config's model and trainable θ0; its kernels in
+                     theta0.kernels and theta0.layer_sets)
   7. train           the pull, the step, the loop, warm runs
   8. studies' libraries diagnostics, select, merge
   9. commands        ``python -m`` entry points: run, sweep, ntk_report, kernel_fit,
                      export_peft, select.cli / select.__main__, merge.cli / merge.__main__
 
 A new module of an existing subpackage joins its unit; a new subpackage or
-top-level module must be placed in ``LAYERS`` (the test says so).
+top-level module must be placed in ``LAYERS`` (the test says so). A module
+directly under ntkft/ is a base module (layer 0) or a command: library code
+above the base lives in a subpackage, so the top level shows which is which.
 """
 import ast
 import collections
@@ -48,7 +51,7 @@ LAYERS = (
     ("data", "evals"),
     ("ntk",),
     ("peft",),
-    ("theta0", "theta0_kernels", "layer_set_kernels"),
+    ("theta0",),
     ("train",),
     ("diagnostics", "select", "merge"),
     COMMANDS,
@@ -176,6 +179,13 @@ def test_every_unit_has_a_layer():
   missing = sorted({unit_of(m) for m in modules} - set(LAYER_OF))
   assert not missing, f"place these ntkft units in LAYERS of {__file__}: {missing}"
   assert len(LAYER_OF) == sum(map(len, LAYERS)), "a unit is in two layers"
+
+
+def test_top_level_modules_are_base_modules_or_commands():
+  top = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+  misplaced = [m for m in top if m not in LAYERS[0] and m not in COMMANDS]
+  assert not misplaced, ("top-level ntkft modules that are neither base modules (layer 0) nor "
+                         f"commands; move them into a subpackage: {misplaced}")
 
 
 def test_no_import_from_a_lower_layer_to_a_higher_one():

@@ -66,13 +66,41 @@ import json
 import pathlib
 
 from IPython.display import Image, display
-
+{imports}
 # The stored results.json, exactly what `python -m experiments.figures` draws from.
 results = json.loads(pathlib.Path(WORKDIR, "results.json").read_text())'''
 
-SHOW_ALL = LOAD + '''
+SHOW_ALL = LOAD.format(imports="") + '''
 for path in {name}.plot_all(results, WORKDIR):
   display(Image(filename=path))'''
+
+# The pre-registered studies (notebooks 03, 05): their status until complete, then the figures
+# of experiments/kappa_figures.py and the findings of experiments/kappa_findings.py, for this
+# notebook's run and for the full-scale study stored in docs/results.
+STUDY_SHOW = LOAD.format(imports="\nfrom experiments import kappa_figures, kappa_findings\n") + '''
+print(kappa_findings.{status}(results))  # "study incomplete: ..." until complete
+for path in kappa_figures.{plot}(results, WORKDIR):  # no figure until complete
+  display(Image(filename=path))'''
+
+STUDY_SUMMARY = '''\
+# The findings as the README shows them (python tools/render_kappa_findings.py).
+print(kappa_findings.{render}(results, os.path.join(WORKDIR, "results.json")))'''
+
+STUDY_STORED = '''\
+# The full-scale study stored in the repository (the README's numbers), as it stands now.
+stored_path = pathlib.Path("docs/results/{name}/results.json")
+stored = json.loads(stored_path.read_text()) if stored_path.is_file() else None
+print(kappa_findings.{render}(stored, str(stored_path)))
+if stored is not None:
+  for path in kappa_figures.{plot}(stored, os.path.join(WORKDIR, "stored")):
+    display(Image(filename=path))'''
+
+
+def study_cells(name: str, status: str, render: str, plot: str) -> dict:
+  """The plot, summary and stored cells of a pre-registered study's notebook."""
+  names = dict(name=name, status=status, render=render, plot=plot)
+  return dict(plot=STUDY_SHOW.format(**names), extra=STUDY_SUMMARY.format(**names),
+              stored=STUDY_STORED.format(**names))
 
 
 SWITCH_MD = """\
@@ -82,10 +110,10 @@ runs the full-scale config `configs/{name}.py` (use a GPU runtime on Colab). The
 README are drawn from the full-scale results stored in `docs/results/{name}/results.json` by
 `python -m experiments.figures --results=docs/results --out=docs/figures` (`make figures`)."""
 
-# name, file, title, intro markdown, math markdown, figure markdown, plot cell, extra cell.
+# name, file, title, intro markdown, math markdown, figure markdown, extra (summary) cell, and
+# optionally plot (default SHOW_ALL) and stored cells.
 NOTEBOOKS = [
-    dict(
-        name="lambda_sweep", file="01_regimes_vs_lambda.ipynb",
+    dict(name="lambda_sweep", file="01_regimes_vs_lambda.ipynb",
         title="The three regimes of fine-tuning vs the pull λ",
         intro="""\
 From one pretrained θ0 and the same data order, `experiments.lambda_sweep` fine-tunes on a fixed
@@ -113,8 +141,7 @@ train and eval, and the second-order remainder estimate.""",
         extra='''\
 print(lambda_sweep.format_table(results["table"]))
 print("bound violations:", results["total_violations"])'''),
-    dict(
-        name="ntk_spectra", file="02_ntk_spectra.ipynb",
+    dict(name="ntk_spectra", file="02_ntk_spectra.ipynb",
         title="NTK spectra at θ0 for different choices of fine-tuned layers",
         intro="""\
 `experiments.ntk_spectra` computes the empirical NTK at θ0 of LoRA (r = 8, query/value) on every
@@ -138,37 +165,38 @@ pairs dashed, all layers in black. Right: κ(K_S) per choice (dimensionless, log
 for c in results["choices"]:
   print(f"{c['label']:>10}: kappa={c['kappa']:.4g}  lambda_min={c['lambda_min']:.4g}  "
         f"lambda_max={c['lambda_max']:.4g}  effective rank={c['effective_rank']:.3g}")'''),
-    dict(
-        name="spectrum_correlation", file="03_kappa_vs_outcomes.ipynb",
-        title="Does the NTK's condition number predict fine-tuning outcomes?",
+    dict(name="kappa_study", file="03_kappa_vs_outcomes.ipynb",
+        title="Does the NTK spectrum at θ0 predict fine-tuning? The pre-registered κ study",
         intro="""\
-`experiments.spectrum_correlation` takes, per task, several layer sets S (every single MiniLM layer
-and every adjacent pair; `runlocal`: layers 4, 5 and the pair on SST-2). For each S it computes the
-spectrum of the NTK at θ0 of exactly the parameters that will move,
-K_S = Σ_{i∈S} K_{layer i} + K_head (LoRA r = 8 on query/value of the layers of S, plus the head),
-and then fine-tunes S with the same seed, data and optimizer, recording the final train loss and
-the dev metric.""",
+`experiments.kappa_study` runs the study pre-registered in `docs/preregistration.md` (with
+Amendments 2 and 3) as a resumable sweep of points. Per task and seed, one kernel point: the plain
+and sign NTK blocks of every MiniLM layer and of the head at the runs' exact θ0 (float64 Grams), so
+that K_S = Σ_{i∈S} K_i + K_head for each of the 6 single layers and 15 pairs S; then one
+fine-tuning run (LoRA r = 8 on the layers of S, plus the head) per layer set, regime and pull λ.
+`runlocal`: SST-2, the sets (5) and (4, 5), 2 seeds, 16 examples, 4 steps.""",
         math="""\
-**Why κ.** In the kernel regime, gradient descent with step η ≤ 2/λ_max shrinks the training
-residual along eigenvector i of K_S by a factor (1 − ηλ_i) per step; the slowest direction needs
-about κ = λ_max/λ_min times more steps than the fastest. A well-conditioned kernel (small κ) should
-therefore reach a lower train loss in a fixed budget. The association is measured per task with
-Spearman's rank correlation ρ (Pearson correlation of the ranks of κ and of the outcome), with a
-seeded percentile-bootstrap 95% confidence interval; ρ > 0 against the train loss and ρ < 0 against
-the dev metric would mean that small κ is better. The same is reported for λ_min, λ_max, the
-effective rank, the kernel-target alignment and `kappa_layers_only`, κ of the LoRA blocks without
-the head: the head's block (the Gram matrix of the pooled features) dominates K_S (on SST-2 its
-trace is ~50-1000× that of one LoRA layer), so κ(K_S) varies little across layer sets.""",
+**The hypotheses.** In regime (a) (squared loss, SGD at η = 1/(λmax/n + λ)) the tangent model's
+loss with the pull λ/2‖θ − θ0‖² has Hessian JᵀJ/n + λI, whose condition number on the row space
+of J is
+
+$$\\kappa_\\lambda = \\frac{\\lambda_{\\max}(K) + n\\lambda}{\\lambda_{\\min}(K) + n\\lambda};$$
+
+the slowest residual direction decays at 1 − 1/κ_λ per step, so after a fixed number of steps a
+larger κ_λ should leave a larger train loss. H1: ρ(κ_λ, train loss) > 0 at λ\\* (the λ of
+smallest median lin_gap); H2: that ρ is larger at λ\\* than at λ = 0; H3: the same as H1 with the
+sign (Adam) kernel in regime (b); H4: ρ(κ_λ, dev metric) < 0. Each estimate is the mean over
+tasks of Spearman's ρ over layer sets × seeds, with a crossed-bootstrap CI at its Holm level and
+the partial ρ controlling depth and size beside it; the verdicts (supported / refuted /
+undecided) follow the pre-registered rules (`experiments/kappa_analysis.py`).""",
         figure="""\
-**Figure.** One row per task: κ(K_S) at θ0 (dimensionless, log x) against the final train loss
-(left, cross-entropy in nats) and against the dev metric (right), one point per layer set S
-(labelled by its layers), Spearman ρ and its 95% CI in the titles.""",
-        extra='''\
-for task, out in results["tasks"].items():
-  print(f"## {task}")
-  print(spectrum_correlation.spearman_table(out["spearman"]))'''),
-    dict(
-        name="perturbation_bounds", file="04_perturbation_bounds.ipynb",
+**Figures and findings, only once every point exists** (no interim looks): until then the cell
+prints "study incomplete: N of M points" and each hypothesis's status. Then: H1-H4, ρ (filled)
+and partial ρ (open) with their Holm-level CIs, coloured by verdict; ρ of κ_λ against the median
+lin_gap of each cell (exploratory, uncorrected CIs); κ against the number of examples N. The
+summary prints the findings as the README shows them; the last cell shows the full-scale study
+stored in `docs/results/kappa_study/results.json`.""",
+        **study_cells("kappa_study", "status", "render_kappa", "plot_kappa_study")),
+    dict(name="perturbation_bounds", file="04_perturbation_bounds.ipynb",
         title="Weyl perturbation bounds vs exact eigenvalues as layers are added",
         intro="""\
 Adding layer b to the fine-tuned set S adds a PSD block to the kernel: K_{S+b} = K_S + K_b.
@@ -202,33 +230,30 @@ print(f"{results['total_violations']} violations in {results['total_checks']} ch
 for t, s in enumerate(results["steps"], 1):
   print(f"step {t} +{s['added']}: kappa={s['kappa']:.4g} in "
         f"[{s['kappa_lower']:.4g}, {s['kappa_upper'] or float('inf'):.4g}]")'''),
-    dict(
-        name="selection_validation", file="05_layer_selection.ipynb",
-        title="Spectral layer selection vs baselines",
+    dict(name="selection_study", file="05_layer_selection.ipynb",
+        title="Spectral layer selection vs baselines: the pre-registered selection study",
         intro="""\
-`experiments.selection_validation` lets `ntkft.select` choose which `budget` = 2 MiniLM layers to
-fine-tune from the NTK at θ0 alone (default: the pair with the smallest κ, exhaustive search), then
-fine-tunes that choice next to baseline arms of the same budget: the last two layers, the first
-two layers and random pairs, each for every seed of `config.seeds` (`runlocal`: SST-2, one seed,
-one random pair, a few steps).""",
+`experiments.selection_study` (`docs/preregistration.md` §6, Amendments 2.9 and 3) chooses a
+selection criterion on SST-2 from the κ study's runs (notebook 03): in the regime × λ cell of
+smallest median lin_gap, the predictor × kernel with the largest |mean ρ| with the dev metric.
+It then fine-tunes, on MRPC, RTE and CoLA with 6 seeds, the pair of layers that criterion selects
+next to the last two layers, the first two and random pairs (seeds 0-2 reuse the κ study's
+points). `runlocal`: MRPC, 3 pairs, 2 seeds, one random pair, the config's criterion (min κ),
+every point computed here.""",
         math="""\
-**The criterion.** Every arm fine-tunes LoRA on its layers plus the head, so the selector scores
-K_S = Σ_{i∈S} K_{layer i} + K_head and picks the set with the smallest condition number
-κ(K_S + ρI) = (λ_max + ρ)/(λ_min + ρ) (or the largest λ_min, or the best kernel-target alignment):
-in the kernel regime gradient descent fits the residual along eigenvector i at rate ηλ_i with
-η ≤ 2/λ_max, so a small κ means no slow directions. Adding block b moves each eigenvalue into
-[a_k + b_1, a_k + b_n] (Weyl; notebook 04), which lets the search skip candidates whose best case
-is already worse than the best exact value found.""",
+**The test.** Every arm of a seed shares its θ0, data and order, so the differences
+selector − arm in dev metric are paired by seed; their mean per task and pooled over tasks gets a
+bootstrap CI over the paired units at the Holm level of the 3 comparisons. **Supported** if the
+pooled CIs of selector − last-2 and of selector − random both exclude 0 upward (and Holm rejects
+both); **refuted** if either lies below 0; **undecided** otherwise, or while any arm is missing.""",
         figure="""\
-**Figure.** One panel per task: the dev metric of each arm (mean ± sample standard deviation over
-seeds as a bar, the seeds as dots); the selector's arm in red, the first/last-layer baselines in
-blue, the random pairs in grey; tick labels give each arm's layers.""",
-        extra='''\
-for task, out in results["tasks"].items():
-  print(f"{task}: selector {out['selector']['criterion']} chose layers {out['selector']['layers']}")
-  for arm, a in out["arms"].items():
-    print(f"  {arm:>10} layers {a['layers']}: dev {out['dev_metric_name']} {a['mean']:.4f} "
-          f"± {a['std']:.4f} over {len(a['seeds'])} seed(s), train loss {a['train_loss_mean']:.4f}")'''),  # noqa: E501
+**Figure and findings, only once every arm exists**: until then the cell prints "study
+incomplete: N of M (task, seed) units" and the verdict's reason. Then, per task, the dev metric of
+each arm per seed (dots) and its mean (bar, the selector in red); last panel, selector − arm per
+task and pooled with the Holm-level CIs. The last cell shows the full-scale study stored in
+`docs/results/selection_study/results.json` (once it has started).""",
+        **study_cells("selection_study", "selection_status", "render_selection",
+                      "plot_selection_study")),
 ]
 
 
@@ -254,10 +279,12 @@ def build(spec: dict) -> nbformat.NotebookNode:
       ("code", RUN.format(name=name), "run"),
       ("markdown", spec["math"], "math"),
       ("markdown", spec["figure"], "figure-md"),
-      ("code", SHOW_ALL.format(name=name), "plot"),
+      ("code", spec.get("plot") or SHOW_ALL.format(name=name), "plot"),
   ]
   if spec["extra"]:
     cells.append(("code", spec["extra"], "summary"))
+  if spec.get("stored"):
+    cells.append(("code", spec["stored"], "stored"))
   nb = nbformat.v4.new_notebook()
   nb.cells = [_cell(*c) for c in cells]
   nb.metadata = {

@@ -65,6 +65,7 @@ import optax
 from ntkft import ntk
 from ntkft.kernel import gradient_descent_mse_ntk, kernel_ridge
 from ntkft.linearize import tangent_apply_fn, taylor_terms_fn
+from ntkft.spectral import symmetric_kernel
 from ntkft.train import losses, pull
 from ntkft.train import step as step_lib
 
@@ -99,8 +100,8 @@ def objective_bound(risk0: float, lam: float) -> float:
 
 def lipschitz(k_flat, n: int, lam: float) -> float:
   """L = λ + λmax(K)/n, the curvature of J̄ (Gauss-Newton estimate for J); K (nC, nC)."""
-  k = np.asarray(k_flat, np.float64)
-  return float(lam + np.linalg.eigvalsh(0.5 * (k + k.T))[-1] / n)
+  k = symmetric_kernel(k_flat, "k_flat", symmetrize=True)
+  return float(lam + np.linalg.eigvalsh(k)[-1] / n)
 
 
 def check_objective(objectives, distances, bound: float, rtol: float = 1e-5,

@@ -51,9 +51,10 @@ kernel's features φ (K = Φ Φᵀ), so λ means the same for all of them:
   way round), ``w = source_weight``. One machine per class (one-vs-rest). For
   a symmetric K, α = β and this is kernel ridge on ±1 targets with nλ = 1/γ.
 
-For the Adam kernel, ``ridge``, ``logistic`` and ``svm`` use the symmetric part
-``(K + Kᵀ)/2`` of ``k_train_train`` (they need a symmetric kernel) and
-``k_test_train`` as is; ``asym_ls_svm`` uses both orientations.
+For the sign (Adam) kernel, ``ridge``, ``logistic`` and ``svm`` use the symmetric
+part ``(K + Kᵀ)/2`` of ``k_train_train`` (they need a symmetric kernel; the one
+policy, ``ntkft.spectral.symmetric_kernel``) and ``k_test_train`` as is;
+``asym_ls_svm`` uses both orientations.
 """
 from typing import Optional
 
@@ -63,6 +64,7 @@ from sklearn.svm import SVC
 
 from ntkft import targets as targets_lib
 from ntkft.kernel.predict import kernel_ridge
+from ntkft.spectral import symmetric_kernel
 
 SOLVERS = ("ridge", "logistic", "svm", "asym_ls_svm")
 
@@ -91,11 +93,6 @@ def _check_reg(reg, where):
     raise ValueError(f"{where}: reg must be finite and > 0, got {reg}")
 
 
-def symmetric(kernel: np.ndarray) -> np.ndarray:
-  """(K + Kᵀ)/2."""
-  return 0.5 * (kernel + kernel.T)
-
-
 def ridge_scores(k_train_train, labels, k_test_train, num_classes: int, reg: float,
                  fx_train_0: Optional[np.ndarray] = None,
                  fx_test_0: Optional[np.ndarray] = None) -> np.ndarray:
@@ -108,7 +105,8 @@ def ridge_scores(k_train_train, labels, k_test_train, num_classes: int, reg: flo
   f0_test = (np.zeros((m, num_classes)) if fx_test_0 is None
              else np.asarray(fx_test_0, np.float64))
   targets = targets_lib.targets(np.asarray(labels), num_classes, False, np.float64)
-  _, fx_test = kernel_ridge(symmetric(k_tt), targets, f0, k_st, f0_test, ridge=reg)
+  k_sym = symmetric_kernel(k_tt, "k_train_train", symmetrize=True)
+  _, fx_test = kernel_ridge(k_sym, targets, f0, k_st, f0_test, ridge=reg)
   return np.asarray(fx_test, np.float64)
 
 
@@ -119,7 +117,7 @@ def spectral_features(k_train_train, k_test_train, rtol: float = 1e-10):
   eigenvectors (equal to K* when K* lies in the span of K's rows, e.g. for
   K = J Jᵀ, K* = J* Jᵀ with J of full row rank).
   """
-  s, v = np.linalg.eigh(symmetric(np.asarray(k_train_train, np.float64)))
+  s, v = np.linalg.eigh(symmetric_kernel(k_train_train, "k_train_train", symmetrize=True))
   keep = s > rtol * max(s.max(), 0.0)
   if not keep.any():
     raise ValueError("spectral_features: the kernel has no positive eigenvalue")
@@ -156,7 +154,7 @@ def svm_scores(k_train_train, labels, k_test_train, num_classes: int, reg: float
     raise ValueError(f"{where}: needs at least two classes among the labels, got {classes}")
   model = SVC(kernel="precomputed", C=1.0 / (len(labels) * reg), tol=1e-6,
               decision_function_shape="ovr")
-  model.fit(symmetric(k_tt), labels)
+  model.fit(symmetric_kernel(k_tt, "k_train_train", symmetrize=True), labels)
   decision = model.decision_function(k_st)
   scores = np.full((k_st.shape[0], num_classes), -np.inf)
   if len(classes) == 2:
@@ -205,4 +203,4 @@ def asym_ls_svm_scores(k_train_train, labels, k_test_train, k_train_test, num_cl
 
 
 __all__ = ["SOLVERS", "asym_ls_svm_scores", "logistic_scores", "ridge_scores",
-           "spectral_features", "svm_scores", "symmetric"]
+           "spectral_features", "svm_scores"]

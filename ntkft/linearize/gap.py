@@ -16,18 +16,38 @@ import jax.numpy as jnp
 from ntkft.typing import Params
 
 
+def gap_sums(apply_fn: Callable, p0: Params, p: Params, fr: Params, batch: dict,
+             f=None) -> tuple[jax.Array, jax.Array]:
+  """``(‖f − f0 − J d‖², ‖f − f0‖²)`` over a batch's real rows, d = p − p0 (one jax.jvp).
+
+  Args:
+    apply_fn: ``apply_fn(params, frozen, batch) -> (B, C)``, deterministic.
+    p0, p: θ0 and θ_T (same pytree); fr: passed through to ``apply_fn``.
+    batch: with ``weights`` (B,), 0 for padding rows.
+    f: (B, C) outputs f(θ_T) of the batch if the caller has them (its evaluation
+      pass); None: computed here, after the jvp.
+
+  Returns:
+    Two scalars, the sums of squares over rows with ``weights > 0`` and all C
+    outputs. Unjitted; :func:`gap_sums_fn` and :func:`gap_sums_given_outputs_fn`
+    are its jitted forms.
+  """
+  d = jax.tree.map(jnp.subtract, p, p0)
+  f0, jd = jax.jvp(lambda q: apply_fn(q, fr, batch), (p0,), (d,))
+  if f is None:
+    f = apply_fn(p, fr, batch)
+  w = (batch["weights"] > 0)[:, None]
+  return (jnp.sum(jnp.where(w, jnp.square(f - f0 - jd), 0.0)),
+          jnp.sum(jnp.where(w, jnp.square(f - f0), 0.0)))
+
+
 def gap_sums_fn(apply_fn: Callable) -> Callable:
-  """jit of ``sums(p0, p, frozen, batch) -> (‖f − f0 − J d‖², ‖f − f0‖²)`` over a batch's
-  real rows, d = p − p0 (one jax.jvp); keep it to reuse its compilations."""
+  """jit of ``sums(p0, p, frozen, batch) -> (‖f − f0 − J d‖², ‖f − f0‖²)``
+  (:func:`gap_sums`, f computed in the same program); keep it to reuse its compilations."""
 
   @jax.jit
   def sums(p0, p, fr, batch):
-    d = jax.tree.map(jnp.subtract, p, p0)
-    f0, jd = jax.jvp(lambda q: apply_fn(q, fr, batch), (p0,), (d,))
-    f = apply_fn(p, fr, batch)
-    w = (batch["weights"] > 0)[:, None]
-    return (jnp.sum(jnp.where(w, jnp.square(f - f0 - jd), 0.0)),
-            jnp.sum(jnp.where(w, jnp.square(f - f0), 0.0)))
+    return gap_sums(apply_fn, p0, p, fr, batch)
 
   return sums
 
@@ -38,11 +58,7 @@ def gap_sums_given_outputs_fn(apply_fn: Callable) -> Callable:
 
   @jax.jit
   def sums(p0, p, fr, batch, f):
-    d = jax.tree.map(jnp.subtract, p, p0)
-    f0, jd = jax.jvp(lambda q: apply_fn(q, fr, batch), (p0,), (d,))
-    w = (batch["weights"] > 0)[:, None]
-    return (jnp.sum(jnp.where(w, jnp.square(f - f0 - jd), 0.0)),
-            jnp.sum(jnp.where(w, jnp.square(f - f0), 0.0)))
+    return gap_sums(apply_fn, p0, p, fr, batch, f)
 
   return sums
 

@@ -1,4 +1,4 @@
-"""``python -m ntkft.merge --runs=W1,W2 --alpha=0.4 --method=sum|ties --out=DIR``.
+"""``python -m ntkft.merge --runs=W1,W2 --alpha=0.4 --method=sum|ties --out=DIR [--export]``.
 
 See :mod:`ntkft.merge.cli`.
 """

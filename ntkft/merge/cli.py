@@ -4,6 +4,12 @@
   python -m ntkft.merge --runs=runs/sst2,runs/rte --alpha=1,-1 --out=...      # rte negated
   python -m ntkft.merge --runs=... --method=ties --ties_k=0.2 --alpha=1 --out=...
   python -m ntkft.merge --runs=... --alpha=0.4 --n_eval=512 --out=...        # 512 dev examples
+  python -m ntkft.merge --runs=... --alpha=0.4 --out=DIR --export           # + PEFT folders
+  python -m ntkft.merge --runs=points/a.npz,points/b.npz --alpha=0.4 ...    # run files
+
+``--runs`` takes ``ntkft.run`` workdirs or run files ``*.npz`` (``ntkft.merge.save_run``:
+the trained and θ0 LoRA and head leaves of a finished run, no checkpoint needed; the
+same merge, bit for bit), mixed as you like.
 
 ``--method=sum``: δ = Σ_t α_t τ_t, one ``--alpha`` for every run or one per run
 (a negative α negates that task); ``--method=ties``: δ = α · TIES(τ_1..τ_T; k)
@@ -16,6 +22,13 @@ and ``<out>/merge.json`` holds
   tasks: [{run, task, step, dev_metric, dev_metric_name, dev_metrics, n_eval,
            single_task_dev_metric (the run's summary.json dev_metric, or null)}],
   wall_seconds, machine
+
+With ``--export`` each task's merged model (φ0 + δ, its head) is also written as a
+Hugging Face PEFT LoRA folder ``<out>/peft/<i>_<task>`` (``ntkft.models.peft_format``,
+as ``ntkft.export_peft`` writes a run: with mean pooling the LoRA weights only, with
+"cls" the head too), and its task entry gets ``peft`` (the folder) and ``peft_note``.
+``load_pretrained(<model>, HeadConfig(C, pooling), adapters_from=<folder>)`` then gives
+the merged LoRA weights (tested: the same merged logits).
 
 One run merged at α = 1 is that run (bit for bit), so with ``--n_eval=0`` its
 ``dev_metric`` is its ``summary.json`` dev_metric (tested).
@@ -67,16 +80,17 @@ def merged_vector(taus: Sequence[dict], alphas: Sequence[float], method: str,
 
 
 def merge(workdirs: Sequence[str], alpha, method: str = "sum", out: str | None = None,
-          n_eval: int = 0, ties_k: float = 0.2) -> dict:
+          n_eval: int = 0, ties_k: float = 0.2, export: bool = False) -> dict:
   """Merges the runs in ``workdirs``, evaluates each task, writes ``<out>/merge.json``.
 
   Args:
-    workdirs: finished ``ntkft.run`` workdirs sharing θ0 and mode.
+    workdirs: finished ``ntkft.run`` workdirs or run files (``*.npz``) sharing θ0 and mode.
     alpha: one α, or one per run (``parse_alpha``).
     method: "sum" or "ties".
     out: output folder (None: nothing written).
     n_eval: 0: each run's own dev examples; N > 0: N examples drawn with its seed.
     ties_k: kept fraction of TIES' trim step.
+    export: also write each task's merged model as a PEFT folder under ``<out>/peft``.
 
   Returns:
     The merge.json dict.
@@ -85,11 +99,13 @@ def merge(workdirs: Sequence[str], alpha, method: str = "sum", out: str | None =
   if method not in METHODS:  # every flag checked before anything loads
     raise ValueError(f"--method={method!r}: choose from {METHODS}")
   if not workdirs:
-    raise ValueError("--runs: give at least one run workdir")
+    raise ValueError("--runs: give at least one run workdir or run file")
   if n_eval < 0:
     raise ValueError(f"--n_eval={n_eval}: must be >= 0 (0: each run's own dev examples)")
   if not 0.0 < ties_k <= 1.0:
     raise ValueError(f"--ties_k={ties_k}: the kept fraction must be in (0, 1]")
+  if export and out is None:
+    raise ValueError("--export writes PEFT folders under --out: give --out")
   alphas = parse_alpha(alpha, len(workdirs))
   if method == "ties" and len(set(alphas)) > 1:
     raise ValueError(f"--method=ties scales the merged vector by one α, got --alpha={alpha}")
@@ -97,7 +113,7 @@ def merge(workdirs: Sequence[str], alpha, method: str = "sum", out: str | None =
   runs = runs_lib.load_runs(workdirs)
   delta = merged_vector([runs_lib.run_task_vector(r) for r in runs], alphas, method, ties_k)
   tasks = []
-  for run in runs:
+  for i, run in enumerate(runs):
     dev = runs_lib.dev_set(run, n_eval)
     metrics = runs_lib.evaluate(run, runs_lib.merged_trainable(run, delta), dev)
     name = run.task.primary_metric
@@ -108,6 +124,11 @@ def merge(workdirs: Sequence[str], alpha, method: str = "sum", out: str | None =
         "single_task_dev_metric": (run.summary or {}).get("dev_metric")})
     print(f"{run.task.name} ({run.workdir}): {name} {metrics[name]:.4f}"
           f" (single-task {tasks[-1]['single_task_dev_metric']})")
+    if export:
+      folder = pathlib.Path(out) / "peft" / f"{i}_{run.task.name}"
+      note = runs_lib.export_peft(run, delta, folder)
+      tasks[-1].update(peft=str(folder), peft_note=note)
+      print(f"  wrote PEFT folder {folder}" + (f" (note: {note})" if note else ""))
   result = {"method": method, "alpha": alphas, "ties_k": ties_k if method == "ties" else None,
             "mode": runs[0].mode, "n_eval": n_eval, "runs": [str(r.workdir) for r in runs],
             "tasks": tasks, "wall_seconds": time.time() - t0, "machine": records.machine_info()}
@@ -120,15 +141,18 @@ def merge(workdirs: Sequence[str], alpha, method: str = "sum", out: str | None =
 
 def define_flags() -> None:
   """The command's flags (only when it runs as ``__main__``)."""
-  flags.DEFINE_list("runs", None, "Comma-separated ntkft.run workdirs to merge (one θ0, one mode).")
+  flags.DEFINE_list("runs", None, "Comma-separated ntkft.run workdirs or run files (*.npz) "
+                    "to merge (one θ0, one mode).")
   flags.DEFINE_string("alpha", None, "Scale α: one number for all runs, or one per run.")
   flags.DEFINE_string("method", "sum", f"How task vectors combine: one of {METHODS}.")
   flags.DEFINE_string("out", None, "Output folder for merge.json.")
   flags.DEFINE_integer("n_eval", 0, "Dev examples per task (0: each run's own dev set).")
   flags.DEFINE_float("ties_k", 0.2, "TIES: fraction of each task vector's entries kept.")
+  flags.DEFINE_bool("export", False, "Also write each task's merged model as a Hugging Face "
+                    "PEFT LoRA folder <out>/peft/<i>_<task>.")
 
 
 def main() -> dict:
   """The program: :func:`merge` with the flags' values."""
   f = flags.FLAGS
-  return merge(f.runs, f.alpha, f.method, f.out, f.n_eval, f.ties_k)
+  return merge(f.runs, f.alpha, f.method, f.out, f.n_eval, f.ties_k, f.export)

@@ -22,7 +22,7 @@ Example:
   {'encoder/layer_0/attention/query/kernel': 'layer_0', 'head/kernel': 'head'}
 """
 import re
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import jax
 import numpy as np
@@ -31,6 +31,7 @@ from ntkft.typing import Params
 
 BLOCK_MODES = ("layer", "layer_projection", "leaf")
 _LAYER_RE = re.compile(r"^layer_\d+$")
+_ENCODER_LAYER_RE = re.compile(r"^encoder/layer_(\d+)/")
 
 # A block assignment: a mode name, a function path -> block, or a dict
 # path -> block covering exactly the leaves of params.
@@ -48,6 +49,29 @@ def leaf_paths(params: Params) -> list[str]:
   """'/'-joined paths of the leaves of ``params``, in ``jax.tree`` leaf order."""
   flat, _ = jax.tree_util.tree_flatten_with_path(params)
   return ["/".join(_key_str(k) for k in path) for path, _ in flat]
+
+
+def split_encoder_layer(path: str) -> Optional[tuple[int, str]]:
+  """``(i, rest)`` of a leaf path ``encoder/layer_<i>/<rest>``; None for any other path.
+
+  The one reading of encoder-layer paths (prefix cache, warm runs, the κ
+  study's blocks, the PEFT export). Pure string logic.
+
+  Example:
+    >>> split_encoder_layer("encoder/layer_4/attention/query/lora_b")
+    (4, 'attention/query/lora_b')
+    >>> split_encoder_layer("head/kernel") is None
+    True
+  """
+  m = _ENCODER_LAYER_RE.match(path)
+  return (int(m.group(1)), path[m.end():]) if m else None
+
+
+def encoder_layer_index(path: str) -> Optional[int]:
+  """i of a leaf path ``encoder/layer_<i>/...``; None for any other path (head, pooler,
+  embeddings, ``layer_<i>`` not under ``encoder/``)."""
+  split = split_encoder_layer(path)
+  return None if split is None else split[0]
 
 
 def _layer_block(path: str) -> str:

@@ -30,6 +30,7 @@ import re
 import numpy as np
 from safetensors.numpy import save_file
 
+from ntkft.models.blocks import split_encoder_layer
 from ntkft.models.hf_format import (
   LAYER_RULES,
   convert_hf_tensors,
@@ -123,10 +124,10 @@ def from_peft(config: dict, tensors: dict[str, np.ndarray], family: str, where: 
 
 def _hf_stem(path: str, family: str) -> str:
   """ntkft module path -> HF module name (with the family prefix for encoder modules)."""
-  m = re.match(r"^encoder/layer_(\d+)/(.+)$", path)
-  if m:
-    hf = {ours: theirs for theirs, ours in LAYER_RULES}[m.group(2)]
-    return f"{_FAMILY_PREFIX[family]}encoder.layer.{m.group(1)}.{hf}"
+  layer = split_encoder_layer(path)
+  if layer is not None and layer[1]:
+    hf = {ours: theirs for theirs, ours in LAYER_RULES}[layer[1]]
+    return f"{_FAMILY_PREFIX[family]}encoder.layer.{layer[0]}.{hf}"
   heads = ({"pooler/dense": "bert.pooler.dense", "head": "classifier"} if family == "bert" else
            {"pooler/dense": "classifier.dense", "head": "classifier.out_proj"})
   return heads[path]

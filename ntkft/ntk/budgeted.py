@@ -7,7 +7,7 @@ For ``f(params, x, *extra) -> (N, O)`` with per-example Jacobians
     traced     (trace_axes=(-1,)) K[n, m] = (1/O) sum_o J(x_n)[o] . J(x2_m)[o]   (N1, N2)
 
 (the layout and mean normalization of :func:`ntkft.ntk.empirical_ntk_fn`) as a
-float64 numpy array, holding at most ``memory_budget_mb`` besides the output:
+float64 numpy array, holding at most ``memory_budget_bytes`` besides the output:
 
 * the parameter leaves are split into groups of ``P_g`` parameters and the
   examples into chunks of ``c`` (:func:`plan_budget`): per group, the Jacobian
@@ -15,8 +15,10 @@ float64 numpy array, holding at most ``memory_budget_mb`` besides the output:
   when ``c >= N`` and x2 is None: every Jacobian of the group is computed
   once), computed ``microbatch`` examples at a time
   (:class:`ntkft.ntk.jacobian_rows.JacobianRows`), contracted by one matmul
-  and added into the float64 kernel. ``c`` is the largest size for which the
-  biggest leaf fits, so Jacobians are recomputed only when they must be;
+  (:data:`ntkft.ntk.jacobian_rows.rows_gram`) and added into the float64
+  kernel. The groups are packed greedily (:func:`ntkft.ntk.chunking.pack_leaves`).
+  ``c`` is the largest size for which the biggest leaf fits, so Jacobians are
+  recomputed only when they must be;
 * ``sparse_tables`` (e.g. ``{"embeddings/word/embedding": "input_ids"}``):
   lookup tables whose Jacobian lives in the token rows only. Their kernel is
   ``sum_v J_n[v] . J_m[v]`` over the vocabulary ids present, from the gradients
@@ -40,16 +42,13 @@ import dataclasses
 from typing import Callable, Mapping, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ntkft.models import blocks as blocks_lib
 from ntkft.ntk import chunking
 from ntkft.ntk import jacobian_rows as rows_lib
+from ntkft.ntk import layout as layout_lib
 from ntkft.ntk import precision as precision_lib
-
-_PRECISION = {"default": None, "high": jax.lax.Precision.HIGH,
-              "highest": jax.lax.Precision.HIGHEST}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +72,7 @@ class BudgetPlan:
 
 
 def plan_budget(leaf_sizes: Sequence[int], out_size: int, n1: int, n2: int, symmetric: bool,
-                budget_bytes: int, microbatch: Optional[int] = None,
+                memory_budget_bytes: int, microbatch: Optional[int] = None,
                 sparse: Sequence[tuple] = (), sparse_dims: Sequence[tuple] = (),
                 leaf_names: Optional[Sequence[str]] = None, itemsize: int = 4) -> BudgetPlan:
   """Largest example chunk (then groups) under the memory model of the module docstring.
@@ -81,7 +80,7 @@ def plan_budget(leaf_sizes: Sequence[int], out_size: int, n1: int, n2: int, symm
   Args:
     leaf_sizes: parameters per leaf (sparse leaves included; they are skipped).
     out_size: O. n1, n2: examples on each side. symmetric: x2 is None.
-    budget_bytes: the budget.
+    memory_budget_bytes: the budget, in bytes.
     microbatch: examples per Jacobian call; None: min(32, chunk).
     sparse: (leaf, ids key) pairs; sparse_dims: (T, d) of each (for its budget).
     leaf_names: for the error message.
@@ -99,7 +98,7 @@ def plan_budget(leaf_sizes: Sequence[int], out_size: int, n1: int, n2: int, symm
   while True:
     mb = min(microbatch or 32, chunk)
     stores = 1 if (symmetric and chunk >= n) else 2
-    free = budget_bytes - 12 * (chunk * o) ** 2
+    free = memory_budget_bytes - 12 * (chunk * o) ** 2
     cap = free // (o * itemsize * (stores * chunk + 3 * mb)) if free > 0 else 0
     if cap >= max(biggest, 1):
       break
@@ -107,60 +106,29 @@ def plan_budget(leaf_sizes: Sequence[int], out_size: int, n1: int, n2: int, symm
       name = leaf_names[dense[int(np.argmax([leaf_sizes[i] for i in dense]))]] \
           if leaf_names else "?"
       raise ValueError(
-          f"memory_budget_mb={budget_bytes / 2**20:.0f} is too small: leaf {name!r} "
+          f"memory_budget_bytes={memory_budget_bytes} is too small: leaf {name!r} "
           f"({biggest} params) does not fit with one example; raise the budget or list "
           "it in sparse_tables if it is a lookup table")
     chunk = -(-chunk // 2)
-  groups, current, size = [], [], 0
-  for i in dense:
-    if current and size + leaf_sizes[i] > cap:
-      groups.append(tuple(current))
-      current, size = [], 0
-    current.append(i)
-    size += leaf_sizes[i]
-  if current:
-    groups.append(tuple(current))
+  groups = chunking.pack_leaves(leaf_sizes, cap, leaves=dense)
   held = max((sum(leaf_sizes[i] for i in g) for g in groups), default=0)
   used = o * itemsize * held * (stores * chunk + 3 * mb) + 12 * (chunk * o) ** 2
   vocab_block = None
   for t, d in sparse_dims:
     g_bytes = (n1 + (0 if symmetric else n2)) * o * t * d * itemsize
     rows_per_id = (n1 + (0 if symmetric else n2)) * o * d * itemsize * 2   # rows + scatter
-    free = budget_bytes - g_bytes - 12 * (n1 * o) * (n2 * o)
+    free = memory_budget_bytes - g_bytes - 12 * (n1 * o) * (n2 * o)
     if free < rows_per_id:
       raise ValueError(
-          f"memory_budget_mb={budget_bytes / 2**20:.0f} is too small for the sparse "
+          f"memory_budget_bytes={memory_budget_bytes} is too small for the sparse "
           f"table gradients of {n1}+{n2} examples ((T, d) = {(t, d)})")
     fit = int(free // rows_per_id)
     vocab_block = fit if vocab_block is None else min(vocab_block, fit)
-    used = max(used, budget_bytes - free + int(free // rows_per_id) * rows_per_id)
+    used = max(used, memory_budget_bytes - free + int(free // rows_per_id) * rows_per_id)
   return BudgetPlan(chunk, mb, tuple(groups), tuple(sparse), vocab_block or 1, int(used))
 
 
-def _gram_fn(a, b, *, out_size, traced, precision):
-  """(na O, P) x (nb O, P) -> (na, nb) traced mean or (na, nb, O, O), in a's dtype."""
-  k = jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=_PRECISION[precision],
-                          preferred_element_type=a.dtype)
-  k = k.reshape(a.shape[0] // out_size, out_size, b.shape[0] // out_size, out_size)
-  if traced:
-    return jnp.einsum("aobo->ab", k, precision=_PRECISION[precision]) / out_size
-  return jnp.transpose(k, (0, 2, 1, 3))
-
-
-_gram = jax.jit(_gram_fn, static_argnames=("out_size", "traced", "precision"))
-
-
-def _traced(trace_axes) -> bool:
-  axes = (trace_axes,) if isinstance(trace_axes, int) else tuple(trace_axes)
-  if axes in ((-1,), (1,)):
-    return True
-  if axes == ():
-    return False
-  raise ValueError(f"budgeted kernels take outputs (N, O) and trace_axes (-1,) or (); "
-                   f"got trace_axes={trace_axes!r}")
-
-
-def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_mb: float = 4096.0,
+def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_bytes: int = 4096 * 2**20,
                     precision: str = "highest",
                     sparse_tables: Optional[Mapping[str, str]] = None,
                     length_buckets: Optional[Sequence[int]] = None,
@@ -171,8 +139,8 @@ def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_mb: floa
   Args:
     apply_fn: ``apply_fn(params, x, *extra) -> (N, O)``; examples independent.
     trace_axes: ``(-1,)`` (N1, N2) mean over outputs, or ``()`` (N1, N2, O, O).
-    memory_budget_mb: bound on everything held besides the output kernel
-      (module docstring).
+    memory_budget_bytes: bound in bytes on everything held besides the output
+      kernel (module docstring); default 4 GiB.
     precision: ``"highest"`` (default), ``"high"`` or ``"default"``.
     sparse_tables: '/'-joined params path of a lookup table -> key of its ids
       in the (dict) inputs.
@@ -183,12 +151,10 @@ def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_mb: floa
   Returns:
     The kernel function; ``x2=None`` means x1 (exactly symmetric result).
   """
-  traced = _traced(trace_axes)
+  traced = layout_lib.is_traced(trace_axes, "budgeted_ntk_fn")
   precision_lib.check_precision(precision)
-  if not memory_budget_mb > 0:
-    raise ValueError(f"memory_budget_mb must be positive, got {memory_budget_mb!r}")
+  budget = chunking.check_positive("memory_budget_bytes", memory_budget_bytes)
   sparse_tables = dict(sparse_tables or {})
-  budget = int(memory_budget_mb * 2**20)
   report = on_chunk or (lambda info: None)
 
   def kernel_fn(x1, x2, params, *extra) -> np.ndarray:
@@ -214,8 +180,8 @@ def budgeted_ntk_fn(apply_fn: Callable, trace_axes=(-1,), memory_budget_mb: floa
     tail = () if traced else (o, o)
     perm = (1, 0) if traced else (1, 0, 3, 2)
     kernel = np.zeros((n1, n2) + tail, np.float64)          # in (order1, order2) order
-    gram = lambda a, b: np.asarray(_gram(a, b, out_size=o, traced=traced,
-                                         precision=precision), np.float64)
+    gram = lambda a, b: np.asarray(rows_lib.rows_gram(a, b, out_size=o, traced=traced,
+                                                      precision=precision), np.float64)
     spans1 = chunking.example_chunks(n1, plan.chunk)[0]
     spans2 = chunking.example_chunks(n2, plan.chunk)[0]
     for g, group in enumerate(plan.groups):

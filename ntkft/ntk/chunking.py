@@ -11,7 +11,8 @@ with ``c1``, ``c2`` the chunk sizes, ``O`` the per-example output size and
 picks the largest example chunk ``c`` with ``2 c O P itemsize <= budget``; when
 not even one example fits, :func:`plan_param_groups` splits the parameter
 leaves into groups differentiated one at a time (the kernel is the sum over
-groups). Activations kept for the backward pass are not counted: leave headroom.
+groups; :func:`pack_leaves` is the one greedy packer of all the kernels).
+Activations kept for the backward pass are not counted: leave headroom.
 
 Example chunks: :func:`example_chunks` cuts N examples into ranges of the
 chunk size, and :func:`take_examples` pads the last range (repeating its first
@@ -76,6 +77,41 @@ def plan_chunks(num_examples: int, out_size: int, num_params: int,
   return min(c, num_examples)
 
 
+def pack_leaves(leaf_sizes: Sequence[int], cap: int, leaves: Optional[Sequence[int]] = None,
+                labels: Optional[Sequence[str]] = None) -> list[tuple[int, ...]]:
+  """The one greedy leaf packer: consecutive leaves into groups of at most ``cap`` parameters.
+
+  Walks ``leaves`` in order and starts a new group when the next leaf would
+  take the current group above ``cap`` parameters, or when its label differs
+  from the current group's. A leaf larger than ``cap`` gets a group of its own
+  (callers that cannot hold it check first). Used by every kernel that
+  differentiates the parameters group by group: :func:`plan_param_groups`
+  (exact kernels), :func:`ntkft.ntk.budgeted.plan_budget`, the count sketch.
+
+  Args:
+    leaf_sizes: parameters per leaf, indexed by leaf.
+    cap: most parameters in a group (of more than one leaf).
+    leaves: the leaf indices to pack, in order (None: all, 0..len-1).
+    labels: optional label per leaf (indexed like ``leaf_sizes``); a group
+      never mixes labels.
+
+  Returns:
+    Tuples of leaf indices, in order, covering ``leaves`` exactly once.
+  """
+  groups, current, current_size, current_label = [], [], 0, None
+  for i in range(len(leaf_sizes)) if leaves is None else leaves:
+    label = labels[i] if labels is not None else None
+    if current and (current_size + leaf_sizes[i] > cap or label != current_label):
+      groups.append(tuple(current))
+      current, current_size = [], 0
+    current.append(i)
+    current_size += leaf_sizes[i]
+    current_label = label
+  if current:
+    groups.append(tuple(current))
+  return groups
+
+
 def plan_param_groups(leaf_sizes: Sequence[int], out_size: int, itemsize: int,
                       memory_budget_bytes: int,
                       leaf_names: Optional[Sequence[str]] = None,
@@ -83,7 +119,8 @@ def plan_param_groups(leaf_sizes: Sequence[int], out_size: int, itemsize: int,
                       ) -> list[tuple[int, ...]]:
   """Greedy split of consecutive leaves into groups fitting with one example.
 
-  Each group's parameter count P_g satisfies 2 O P_g itemsize <= budget.
+  Each group's parameter count P_g satisfies 2 O P_g itemsize <= budget
+  (:func:`pack_leaves` with that cap).
 
   Args:
     leaf_sizes: parameters per leaf, in leaf order.
@@ -101,7 +138,6 @@ def plan_param_groups(leaf_sizes: Sequence[int], out_size: int, itemsize: int,
     ValueError: a single leaf does not fit the budget.
   """
   cap = memory_budget_bytes // (2 * out_size * itemsize)
-  groups, current, current_size, current_label = [], [], 0, None
   for i, size in enumerate(leaf_sizes):
     if size > cap:
       name = leaf_names[i] if leaf_names is not None else f"#{i}"
@@ -109,16 +145,7 @@ def plan_param_groups(leaf_sizes: Sequence[int], out_size: int, itemsize: int,
           f"memory_budget_bytes={memory_budget_bytes} is too small: leaf "
           f"{name!r} alone ({size} params) needs {2 * out_size * size * itemsize}"
           " bytes of Jacobians for one example")
-    label = boundaries[i] if boundaries is not None else None
-    if current and (current_size + size > cap or label != current_label):
-      groups.append(tuple(current))
-      current, current_size = [], 0
-    current.append(i)
-    current_size += size
-    current_label = label
-  if current:
-    groups.append(tuple(current))
-  return groups
+  return pack_leaves(leaf_sizes, cap, labels=boundaries)
 
 
 def num_examples(x, name: str) -> int:

@@ -1,17 +1,19 @@
-"""The jitted pieces of the empirical NTK, per chunk of examples.
+"""The jitted contractions of the empirical NTK, per chunk of examples.
 
 Per-example Jacobians ``J(x_n) = d f(x_n) / d params`` of a group of
-differentiated leaves (:func:`jacobians`), their leaf-by-leaf contraction into
-per-block kernels (:func:`contract`)
+differentiated leaves (:func:`ntkft.ntk.jacobians.per_example`, the one
+Jacobian core) are contracted leaf by leaf into per-block kernels
+(:func:`contract`)
 
     K_b(x1_n, x2_m)[s, s'] = sum_{p in b} J(x1_n)[s, p] J(x2_m)[s', p] / T
 
-(``T`` the size of the traced output axes; ``sign(J(x2))`` for the Adam kernel),
-and the NTK-vector-product route (:func:`vp_stack` then :func:`vp_reduce`) that
-computes the same block without materializing Jacobians. Shapes and layouts are
-those of :mod:`ntkft.ntk.layout`. The driver that chunks examples and assembles
-blocks is :mod:`ntkft.ntk.engine`; :mod:`ntkft.ntk.sharded` reuses these pieces
-across a device mesh.
+(``T`` the size of the traced output axes; ``sign(J(x2))`` for the sign kernel,
+kind :data:`ntkft.typing.SIGN`). The NTK-vector-product route
+(:func:`vp_stack` then :func:`vp_reduce`) computes the same block without
+materializing Jacobians. Shapes and layouts are those of
+:mod:`ntkft.ntk.layout`. The driver that chunks examples and assembles blocks is
+:mod:`ntkft.ntk.engine`; :mod:`ntkft.ntk.sharded` reuses these pieces across a
+device mesh.
 """
 import functools
 
@@ -19,37 +21,11 @@ import jax
 import jax.numpy as jnp
 
 from ntkft.ntk import layout as layout_lib
-
-NTK = "ntk"        # kernel kind: J1 . J2
-ADAM = "adam"      # kernel kind: J1 . sign(J2)
-
-
-def apply_group(apply_fn, treedef, group, num_leaves, diff, rest, x, extra):
-  """apply_fn on params rebuilt from the differentiated and the other leaves."""
-  in_group = set(group)
-  diff_it, rest_it = iter(diff), iter(rest)
-  leaves = [next(diff_it) if i in in_group else next(rest_it)
-            for i in range(num_leaves)]
-  return apply_fn(jax.tree.unflatten(treedef, leaves), x, *extra)
-
-
-def apply_group_ref(fn_ref, *args):
-  """:func:`apply_group` of the apply_fn behind the weak reference ``fn_ref``."""
-  return apply_group(fn_ref(), *args)
-
-
-def jacobians(diff, rest, x, extra, *, apply):
-  """Per-example Jacobians: list of (n, *S, *leaf_shape), one per diff leaf."""
-
-  def single(d, x_one):
-    x_batch = jax.tree.map(lambda a: a[None], x_one)
-    return apply(d, rest, x_batch, extra)[0]
-
-  return jax.vmap(jax.jacrev(single), in_axes=(None, 0))(diff, x)
+from ntkft.typing import SIGN
 
 
 def smooth_sign(j, eps):
-  """sign(j), or j / sqrt(j^2 + eps^2) when ``eps`` is given (Adam kernel)."""
+  """sign(j), or j / sqrt(j^2 + eps^2) when ``eps`` is given (the sign kernel)."""
   if eps is None:
     return jnp.sign(j)
   return j / jnp.sqrt(j * j + eps * eps)
@@ -93,8 +69,9 @@ def contract(jac1, jac2, *, layout, leaf_blocks, kind, eps, symmetrize):
     jac1, jac2: per-leaf Jacobians (n1, *S1, *leaf), (n2, *S2, *leaf).
     layout: the :class:`ntkft.ntk.layout.Layout` of the outputs.
     leaf_blocks: block name per leaf; leaves of one block are summed.
-    kind: :data:`NTK` or :data:`ADAM` (J2 replaced by ``smooth_sign(J2, eps)``).
-    eps: the Adam kernel's smoothing (None: exact sign).
+    kind: ``"plain"`` or ``"sign"`` (:data:`ntkft.typing.KERNEL_KINDS`; sign: J2
+      replaced by ``smooth_sign(J2, eps)``).
+    eps: the sign kernel's smoothing (None: exact sign).
     symmetrize: return (K + K^T) / 2 (diagonal blocks of a symmetric kernel).
 
   Returns:
@@ -102,7 +79,7 @@ def contract(jac1, jac2, *, layout, leaf_blocks, kind, eps, symmetrize):
   """
   out = {}
   for j1, j2, name in zip(jac1, jac2, leaf_blocks):
-    if kind == ADAM:
+    if kind == SIGN:
       j2 = smooth_sign(j2, eps)
     k = dot_leaf(j1, j2, layout)
     out[name] = k if name not in out else out[name] + k

@@ -1,4 +1,4 @@
-"""Empirical neural tangent kernels: full, per parameter block, and Adam (sign).
+"""Exact empirical kernels: the NTK, per parameter block, and the sign (Adam) kernel.
 
 For a model ``f(params, x, *extra)`` with per-example outputs ``f(x_n) in R^S``
 (``S`` the per-example output shape, e.g. ``(C,)`` logits) and Jacobian
@@ -59,26 +59,28 @@ References:
   Jacot, Gabriel, Hongler. "Neural Tangent Kernel", NeurIPS 2018.
   Novak et al. "Fast Finite Width Neural Tangent Kernel", ICML 2022.
   Malladi et al. "A Kernel-Based View of Language Model Fine-Tuning", ICML 2023
-  (the Adam / SignGD kernel, :func:`adam_ntk_fn`).
+  (the sign kernel J sign(J)ᵀ of Adam / SignGD, :func:`adam_ntk_fn`).
 """
 from typing import Callable, Optional, Sequence, Union
 
-import jax.numpy as jnp
-
 from ntkft.models import blocks as blocks_lib
-from ntkft.ntk import contraction
 from ntkft.ntk import engine as engine_lib
 from ntkft.ntk.engine import NtkImplementation, OnChunk
 from ntkft.ntk.layout import Axes
-from ntkft.typing import ApplyFn, Array, Params
+from ntkft.typing import PLAIN, SIGN, ApplyFn, Array, Params
 
 
-def _ntk_engine(apply_fn, block_of, trace_axes, diagonal_axes, implementation, batch_size,
-                memory_budget_bytes, on_chunk, length_buckets, mask_key, precision):
-  """The NTK engine of :func:`empirical_ntk_fn` (block_of None) / :func:`per_block_ntk_fn`."""
+def _engine(apply_fn: ApplyFn, block_of, kind: str, eps: Optional[float], *,
+            trace_axes: Axes = (-1,), diagonal_axes: Axes = (),
+            implementation: Union[NtkImplementation, str, int] = (
+                NtkImplementation.JACOBIAN_CONTRACTION),
+            batch_size: Optional[int] = None, memory_budget_bytes: Optional[int] = None,
+            on_chunk: Optional[OnChunk] = None, length_buckets: Optional[Sequence[int]] = None,
+            mask_key: str = "attention_mask", precision: str = "highest"):
+  """The engine of a kernel function: the options of :func:`empirical_ntk_fn`, their defaults."""
   return engine_lib.make_engine(
       apply_fn, block_of=block_of, trace_axes=trace_axes, diagonal_axes=diagonal_axes,
-      implementation=implementation, kind=contraction.NTK, eps=None, batch_size=batch_size,
+      implementation=implementation, kind=kind, eps=eps, batch_size=batch_size,
       memory_budget_bytes=memory_budget_bytes, on_chunk=on_chunk,
       length_buckets=length_buckets, mask_key=mask_key, precision=precision)
 
@@ -89,12 +91,7 @@ def empirical_ntk_fn(
     diagonal_axes: Axes = (),
     implementation: Union[NtkImplementation, str, int] = (
         NtkImplementation.JACOBIAN_CONTRACTION),
-    batch_size: Optional[int] = None,
-    memory_budget_bytes: Optional[int] = None,
-    on_chunk: Optional[OnChunk] = None,
-    length_buckets: Optional[Sequence[int]] = None,
-    mask_key: str = "attention_mask",
-    precision: str = "highest",
+    **options,
 ) -> Callable[..., Array]:
   """Returns ``ntk_fn(x1, x2, params, *extra)``, the empirical NTK of apply_fn.
 
@@ -107,24 +104,30 @@ def empirical_ntk_fn(
     diagonal_axes: output axes for which only the diagonal is kept.
     implementation: ``"jacobian_contraction"`` (default) or
       ``"ntk_vector_products"`` (or the :class:`NtkImplementation` values).
-    batch_size: example-chunk size; None for no chunking.
-    memory_budget_bytes: bound on the two chunk Jacobians of a block
-      ((c1 + c2) O P itemsize); picks the chunk size and, if needed, splits the
-      parameters into groups. Combined with ``batch_size`` by the minimum.
-    on_chunk: called once per kernel block with a dict: ``rows``, ``cols``
-      ((start, stop) example ranges), ``chunk_size`` ((c1, c2) padded sizes),
-      ``group``, ``num_groups``, ``num_params`` (parameter group),
-      ``jacobian_bytes``, ``memory_budget_bytes``.
-    length_buckets: e.g. ``(16, 32, 48, 64)``: compute each chunk's Jacobians
-      in groups of examples cut to the shortest bucket that holds their real
-      tokens (:mod:`ntkft.ntk.lengths`); same kernel, less work on padding.
-      Needs dict inputs with a padding mask, a model whose outputs ignore
-      padding, and ``"jacobian_contraction"``. Putting the rows back in order
-      briefly holds two more copies of a chunk's Jacobians (outside
-      ``memory_budget_bytes``). None: no cutting.
-    mask_key: the padding mask's key in the inputs (for ``length_buckets``).
-    precision: matmul precision of every traced matmul, model and contraction
-      (:mod:`ntkft.ntk.precision`; "highest" by default: no TF32 on GPUs).
+    **options: keyword-only, shared by :func:`per_block_ntk_fn` and
+      :func:`adam_ntk_fn`:
+
+      * ``batch_size``: example-chunk size; None (default) for no chunking.
+      * ``memory_budget_bytes``: bound in bytes on the two chunk Jacobians of
+        a block ((c1 + c2) O P itemsize); picks the chunk size and, if needed,
+        splits the parameters into groups. Combined with ``batch_size`` by the
+        minimum. None (default): no bound.
+      * ``on_chunk``: called once per kernel block with a dict: ``rows``,
+        ``cols`` ((start, stop) example ranges), ``chunk_size`` ((c1, c2)
+        padded sizes), ``group``, ``num_groups``, ``num_params`` (parameter
+        group), ``jacobian_bytes``, ``memory_budget_bytes``.
+      * ``length_buckets``: e.g. ``(16, 32, 48, 64)``: compute each chunk's
+        Jacobians in groups of examples cut to the shortest bucket that holds
+        their real tokens (:mod:`ntkft.ntk.lengths`); same kernel, less work on
+        padding. Needs dict inputs with a padding mask, a model whose outputs
+        ignore padding, and ``"jacobian_contraction"``. Putting the rows back
+        in order briefly holds two more copies of a chunk's Jacobians (outside
+        ``memory_budget_bytes``). None (default): no cutting.
+      * ``mask_key``: the padding mask's key in the inputs (default
+        ``"attention_mask"``; for ``length_buckets``).
+      * ``precision``: matmul precision of every traced matmul, model and
+        contraction (:mod:`ntkft.ntk.precision`; ``"highest"`` by default: no
+        TF32 on GPUs).
 
   Returns:
     ``ntk_fn(x1, x2, params, *extra) -> K``. ``x1``, ``x2``: pytrees of arrays
@@ -135,30 +138,19 @@ def empirical_ntk_fn(
 
   Raises:
     ValueError: unknown implementation, malformed axes or sizes.
+    TypeError: an unknown option.
   """
-  engine = _ntk_engine(apply_fn, None, trace_axes, diagonal_axes, implementation, batch_size,
-                       memory_budget_bytes, on_chunk, length_buckets, mask_key, precision)
+  engine = _engine(apply_fn, None, PLAIN, None, trace_axes=trace_axes,
+                   diagonal_axes=diagonal_axes, implementation=implementation, **options)
 
   def ntk_fn(x1, x2, params: Params, *extra) -> Array:
-    return engine(x1, x2, params, *extra)[contraction.NTK]
+    return engine(x1, x2, params, *extra)[engine_lib.WHOLE]
 
   return ntk_fn
 
 
-def per_block_ntk_fn(
-    apply_fn: ApplyFn,
-    block_of: blocks_lib.BlockOf,
-    trace_axes: Axes = (-1,),
-    diagonal_axes: Axes = (),
-    implementation: Union[NtkImplementation, str, int] = (
-        NtkImplementation.JACOBIAN_CONTRACTION),
-    batch_size: Optional[int] = None,
-    memory_budget_bytes: Optional[int] = None,
-    on_chunk: Optional[OnChunk] = None,
-    length_buckets: Optional[Sequence[int]] = None,
-    mask_key: str = "attention_mask",
-    precision: str = "highest",
-) -> Callable[..., dict[str, Array]]:
+def per_block_ntk_fn(apply_fn: ApplyFn, block_of: blocks_lib.BlockOf,
+                     **options) -> Callable[..., dict[str, Array]]:
   """Returns ``fn(x1, x2, params, *extra) -> {block: K_b}`` with sum_b K_b = K.
 
   ``K_b`` is the NTK restricted to the parameters of block ``b``
@@ -173,9 +165,9 @@ def per_block_ntk_fn(
       a dict path -> name covering exactly those paths (e.g. from
       :func:`ntkft.ntk.block_names`), or a mode name ``"layer"``,
       ``"layer_projection"``, ``"leaf"``.
-    trace_axes, diagonal_axes, implementation, batch_size,
-    memory_budget_bytes, on_chunk, length_buckets, mask_key, precision: as in
-      :func:`empirical_ntk_fn`.
+    **options: keyword-only: ``trace_axes``, ``diagonal_axes``,
+      ``implementation`` and the options of :func:`empirical_ntk_fn`, with
+      its defaults.
 
   Returns:
     The per-block kernel function; dict keys in order of first appearance in
@@ -187,9 +179,7 @@ def per_block_ntk_fn(
   """
   if isinstance(block_of, str):
     blocks_lib.block_of_fn(block_of)   # unknown mode -> error now
-  engine = _ntk_engine(apply_fn, block_of, trace_axes, diagonal_axes, implementation,
-                       batch_size, memory_budget_bytes, on_chunk, length_buckets, mask_key,
-                       precision)
+  engine = _engine(apply_fn, block_of, PLAIN, None, **options)
 
   def block_ntk_fn(x1, x2, params: Params, *extra) -> dict[str, Array]:
     return engine(x1, x2, params, *extra)
@@ -197,22 +187,12 @@ def per_block_ntk_fn(
   return block_ntk_fn
 
 
-def adam_ntk_fn(
-    apply_fn: ApplyFn,
-    trace_axes: Axes = (-1,),
-    diagonal_axes: Axes = (),
-    eps: Optional[float] = None,
-    batch_size: Optional[int] = None,
-    memory_budget_bytes: Optional[int] = None,
-    on_chunk: Optional[OnChunk] = None,
-    length_buckets: Optional[Sequence[int]] = None,
-    mask_key: str = "attention_mask",
-    precision: str = "highest",
-) -> Callable[..., Array]:
-  """Returns ``fn(x1, x2, params, *extra)``, the Adam (SignGD) kernel.
+def adam_ntk_fn(apply_fn: ApplyFn, *, eps: Optional[float] = None,
+                **options) -> Callable[..., Array]:
+  """Returns ``fn(x1, x2, params, *extra)``, the sign kernel (kind ``"sign"``).
 
   Malladi et al. (2023), "A Kernel-Based View of Language Model Fine-Tuning":
-  early Adam behaves like SignGD, whose kernel is
+  early Adam behaves like SignGD, whose kernel (the "Adam kernel") is
 
       K(x1_n, x2_m)[s, s'] = sum_p J(x1_n)[s, p] sign(J(x2_m)[s', p]),
 
@@ -223,38 +203,19 @@ def adam_ntk_fn(
   .. warning::
     The kernel is asymmetric: K(x1, x2) != K(x2, x1)^T, and ``x2=None`` gives a
     non-symmetric (N, N) matrix. Put the *training* examples (whose gradient
-    signs drive the update) in ``x2``. Use :func:`symmetric_part` before
-    eigen-analysis.
+    signs drive the update) in ``x2``. Analyse its symmetric part with
+    ``ntkft.spectral.symmetric_kernel(K, symmetrize=True)`` (the one policy).
 
   Args:
     apply_fn: as in :func:`empirical_ntk_fn`.
-    trace_axes, diagonal_axes: as in :func:`empirical_ntk_fn`.
     eps: None for the exact sign, or a positive smoothing constant.
-    batch_size, memory_budget_bytes, on_chunk, length_buckets, mask_key, precision: as in
-      :func:`empirical_ntk_fn`.
+    **options: keyword-only: ``trace_axes``, ``diagonal_axes`` and the options
+      of :func:`empirical_ntk_fn`, with its defaults (``implementation`` only
+      ``"jacobian_contraction"``).
   """
-  engine = engine_lib.make_engine(
-      apply_fn, block_of=None, trace_axes=trace_axes,
-      diagonal_axes=diagonal_axes,
-      implementation=NtkImplementation.JACOBIAN_CONTRACTION,
-      kind=contraction.ADAM, eps=eps, batch_size=batch_size,
-      memory_budget_bytes=memory_budget_bytes, on_chunk=on_chunk,
-      length_buckets=length_buckets, mask_key=mask_key, precision=precision)
+  engine = _engine(apply_fn, None, SIGN, eps, **options)
 
   def kernel_fn(x1, x2, params: Params, *extra) -> Array:
-    return engine(x1, x2, params, *extra)[contraction.NTK]
+    return engine(x1, x2, params, *extra)[engine_lib.WHOLE]
 
   return kernel_fn
-
-
-def symmetric_part(kernel: Array) -> Array:
-  """(K + K^T) / 2 of a square (N, N) kernel (e.g. the Adam kernel).
-
-  Raises:
-    ValueError: ``kernel`` is not a square matrix.
-  """
-  kernel = jnp.asarray(kernel)
-  if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1]:
-    raise ValueError(f"symmetric_part needs a square (N, N) kernel, got shape "
-                     f"{kernel.shape}")
-  return (kernel + kernel.T) / 2

@@ -3,16 +3,15 @@
 A :class:`KernelEngine` computes ``{block name: K_b}`` for a fixed ``apply_fn``
 and :class:`EngineConfig`: it validates inputs and parameters, derives the
 output :class:`ntkft.ntk.layout.Layout`, plans parameter groups and example
-chunks (:mod:`ntkft.ntk.chunking`), runs the jitted pieces of
+chunks (:mod:`ntkft.ntk.chunking`), runs the jitted Jacobians of the one
+Jacobian core (:mod:`ntkft.ntk.jacobians`) and the contractions of
 :mod:`ntkft.ntk.contraction` per (row chunk, column chunk) and sums/mirrors the
 blocks on the host. The public kernel functions built on it, and the math, are
 in :mod:`ntkft.ntk.empirical`.
 """
 import dataclasses
 import enum
-import functools
 import math
-import weakref
 from typing import Any, Callable, Optional
 
 import jax
@@ -22,10 +21,11 @@ import numpy as np
 from ntkft import xla_workarounds
 from ntkft.models import blocks as blocks_lib
 from ntkft.ntk import chunking, contraction
+from ntkft.ntk import jacobians as jacobians_lib
 from ntkft.ntk import layout as layout_lib
 from ntkft.ntk import lengths as lengths_lib
 from ntkft.ntk import precision as precision_lib
-from ntkft.typing import ApplyFn, Array, Params
+from ntkft.typing import KERNEL_KINDS, PLAIN, ApplyFn, Array, Params
 
 OnChunk = Callable[[dict], None]
 
@@ -58,9 +58,8 @@ def as_implementation(value: Any) -> NtkImplementation:
       f"{[m.value for m in NtkImplementation]} (or neural-tangents' 1, 2)")
 
 
-# Jitted pieces that depend on apply_fn, shared by all engines built on the same
-# apply_fn (so e.g. several layouts reuse one compiled Jacobian per shape).
-_SHARED_APPLY_FNS = weakref.WeakKeyDictionary()
+# The block name of the whole kernel (engines without block_of).
+WHOLE = "kernel"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +92,16 @@ class KernelEngine:
     if config.memory_budget_bytes is not None:
       chunking.check_positive("memory_budget_bytes",
                               config.memory_budget_bytes)
+    if config.kind not in KERNEL_KINDS:
+      raise ValueError(f"kernel kind must be one of {KERNEL_KINDS}, got {config.kind!r}")
     if config.eps is not None and not config.eps > 0:
       raise ValueError(f"eps must be positive or None, got {config.eps!r}")
     if config.length_buckets is not None and (
         config.implementation != NtkImplementation.JACOBIAN_CONTRACTION):
       raise ValueError("length_buckets needs implementation='jacobian_contraction'")
+    if config.kind != PLAIN and (
+        config.implementation != NtkImplementation.JACOBIAN_CONTRACTION):
+      raise ValueError("the sign kernel needs implementation='jacobian_contraction'")
     precision_lib.check_precision(config.precision)
     xla_workarounds.check_batched_jacobians()  # raises if XLA miscompiles Jacobians here
     self.apply_fn = apply_fn
@@ -106,22 +110,11 @@ class KernelEngine:
     self.on_chunk = on_chunk
     self._jitted = {}
 
-  def _apply_fn_piece(self, name: str, treedef, group, num_leaves):
-    """Jitted Jacobian ("jac") or NTK-vp stack ("vp_stack") for a group."""
-    try:
-      cache = _SHARED_APPLY_FNS.setdefault(self.apply_fn, {})
-      # The cached value must not keep apply_fn alive (it is the weak key).
-      fn_ref = weakref.ref(self.apply_fn)
-    except TypeError:          # not weak-referenceable: per-engine cache
-      cache = self._jitted
-      fn_ref = lambda fn=self.apply_fn: fn
-    key = (name, treedef, group, num_leaves)
-    if key not in cache:
-      apply = functools.partial(contraction.apply_group_ref, fn_ref, treedef, group,
-                                num_leaves)
-      target = {"jac": contraction.jacobians, "vp_stack": contraction.vp_stack}[name]
-      cache[key] = jax.jit(functools.partial(target, apply=apply))
-    return cache[key]
+  def _piece(self, name: str, treedef, group, num_leaves):
+    """Jitted Jacobians ("jac") or NTK-vp stack ("vp_stack") of a group (the shared cache)."""
+    piece = {"jac": jacobians_lib.per_example, "vp_stack": contraction.vp_stack}[name]
+    return jacobians_lib.jitted(self.apply_fn, piece, self._jitted, treedef=treedef,
+                                num_leaves=num_leaves, group=group)
 
   def _groups(self, leaves, leaf_blocks, paths, out_size, itemsize,
               num_examples) -> tuple[list[tuple[int, ...]], Optional[int]]:
@@ -178,7 +171,7 @@ class KernelEngine:
                         f"{jnp.result_type(leaf)}; only float leaves can be "
                         "differentiated (pass integer state through *extra)")
     if self.block_of is None:
-      leaf_blocks = [contraction.NTK] * len(leaves)
+      leaf_blocks = [WHOLE] * len(leaves)
     else:
       leaf_blocks = blocks_lib.assign_blocks(params, self.block_of)
 
@@ -213,13 +206,11 @@ class KernelEngine:
                                  itemsize, max(n1, n2))
     rows, size1 = chunking.example_chunks(n1, chunk)
     cols, size2 = (rows, size1) if symmetric else chunking.example_chunks(n2, chunk)
-    # Mirroring (K_ji = K_ij^T) is valid for the NTK, not the Adam kernel.
-    mirror = symmetric and cfg.kind == contraction.NTK
+    # Mirroring (K_ji = K_ij^T) is valid for the plain kernel, not the sign kernel.
+    mirror = symmetric and cfg.kind == PLAIN
     single = len(rows) == 1 and len(cols) == 1
     extra = tuple(extra)
     jc = cfg.implementation == NtkImplementation.JACOBIAN_CONTRACTION
-    if not jc and cfg.kind != contraction.NTK:
-      raise ValueError("the Adam kernel supports only jacobian_contraction")
 
     result, host = {}, {}
     perm = layout.transpose_perm()
@@ -230,13 +221,13 @@ class KernelEngine:
       group_blocks = tuple(leaf_blocks[i] for i in group)
       num_params = sum(int(np.size(leaves[i])) for i in group)
       if jc:
-        jac = self._apply_fn_piece("jac", treedef, group, len(leaves))
+        jac = self._piece("jac", treedef, group, len(leaves))
         kw = dict(layout=layout, leaf_blocks=group_blocks, kind=cfg.kind,
                   eps=cfg.eps)
         diag_fn = contraction.jitted_reduction("contract", **kw, symmetrize=mirror)
         off_fn = contraction.jitted_reduction("contract", **kw, symmetrize=False)
       else:
-        stack = self._apply_fn_piece("vp_stack", treedef, group, len(leaves))
+        stack = self._piece("vp_stack", treedef, group, len(leaves))
         kw = dict(layout=layout, block=group_blocks[0])
         diag_fn = contraction.jitted_reduction("vp_reduce", **kw, symmetrize=mirror)
         off_fn = contraction.jitted_reduction("vp_reduce", **kw, symmetrize=False)
@@ -290,9 +281,9 @@ def make_engine(apply_fn: ApplyFn, *, block_of: Optional[blocks_lib.BlockOf],
                 length_buckets, mask_key: str, precision: str = "highest") -> KernelEngine:
   """The engine of one kernel function; arguments as in ``empirical_ntk_fn``.
 
-  ``block_of=None``: the whole kernel under key :data:`contraction.NTK`; else
-  one kernel per parameter block. ``kind``: :data:`contraction.NTK` or
-  :data:`contraction.ADAM` (with smoothing ``eps``).
+  ``block_of=None``: the whole kernel under key :data:`WHOLE`; else one kernel
+  per parameter block. ``kind``: ``"plain"`` or ``"sign"``
+  (:data:`ntkft.typing.KERNEL_KINDS`; sign with smoothing ``eps``).
   """
   return KernelEngine(
       apply_fn,

@@ -6,7 +6,9 @@ and of the sketches (:mod:`ntkft.ntk.sketch`): for a model
 
     rows(x) : (n * O, width)   row n * O + o = transform(d f(x_n)_o / d group)
 
-computed ``microbatch`` examples at a time (``jax.vmap`` of ``jax.jacrev``),
+computed ``microbatch`` examples at a time by the one Jacobian core
+(:func:`ntkft.ntk.jacobians.per_example`, compiled once per apply_fn by
+:func:`ntkft.ntk.jacobians.jitted`),
 each microbatch cut to the shortest length bucket holding its real tokens
 (:mod:`ntkft.ntk.lengths`; examples are processed in the order of
 :func:`length_order`, so every microbatch has similar lengths), written in place
@@ -14,6 +16,8 @@ into one preallocated array (buffer donation: no second copy). ``transform``
 maps a microbatch's flattened Jacobian ``(m, O, P_group)`` (and arrays passed
 as jit arguments) to ``(m, O, width)``
 (identity for exact kernels, a count sketch for :mod:`ntkft.ntk.sketch`).
+:func:`rows_gram` contracts two blocks of rows into a kernel block, in the
+layout of ``trace_axes`` (-1,) or () (:func:`ntkft.ntk.layout.is_traced`).
 
 Sparse lookup tables (word embeddings): the Jacobian of ``f(x)`` with respect
 to a table ``E (V, d)`` read as ``E[ids]`` is nonzero only in the rows of the
@@ -29,7 +33,6 @@ All tracing happens under ``jax.default_matmul_precision(precision)``, so every
 ``dot_general`` of the model and of the contraction carries that precision.
 """
 import functools
-import weakref
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -37,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkft import xla_workarounds
+from ntkft.ntk import jacobians as jacobians_lib
 from ntkft.ntk import lengths as lengths_lib
 from ntkft.ntk.precision import check_precision, matmul_precision
 
@@ -52,28 +56,15 @@ def length_order(x, buckets: Optional[Sequence[int]], mask_key: str) -> np.ndarr
   return np.argsort(np.searchsorted(edges, lengths, side="left"), kind="stable")
 
 
-def _rebuild(treedef, num_leaves, group, diff, rest):
-  in_group = set(group)
-  diff_it, rest_it = iter(diff), iter(rest)
-  return jax.tree.unflatten(treedef, [next(diff_it) if i in in_group else next(rest_it)
-                                      for i in range(num_leaves)])
-
-
-def _dense_piece(diff, rest, x, extra, transform_args, *, apply_fn, treedef, num_leaves, group,
-                 transform):
+def _dense_piece(diff, rest, x, extra, transform_args, *, apply, transform):
   """(m, O, width): per-example Jacobians of the group, flattened and transformed."""
-
-  def single(d, x_one):
-    xb = jax.tree.map(lambda a: a[None], x_one)
-    return apply_fn(_rebuild(treedef, num_leaves, group, d, rest), xb, *extra)[0]
-
-  jac = jax.vmap(jax.jacrev(single), in_axes=(None, 0))(diff, x)
+  jac = jacobians_lib.per_example(diff, rest, x, extra, apply=apply)
   m, o = jac[0].shape[:2]
   flat = jnp.concatenate([j.reshape(m, o, -1) for j in jac], axis=-1)
   return flat if transform is None else transform(flat, *transform_args)
 
 
-def _lookup_piece(table, rest, x, extra, *, apply_fn, treedef, num_leaves, leaf, ids_key):
+def _lookup_piece(table, rest, x, extra, *, apply, ids_key):
   """(m, O, T, d): gradients with respect to the looked-up rows E[ids_t]."""
   rows = jnp.take(table, x[ids_key], axis=0)          # (m, T, d)
   positions = jnp.arange(x[ids_key].shape[1], dtype=x[ids_key].dtype)
@@ -81,19 +72,19 @@ def _lookup_piece(table, rest, x, extra, *, apply_fn, treedef, num_leaves, leaf,
   def single(r, x_one):
     xb = jax.tree.map(lambda a: a[None], x_one)
     xb = {**xb, ids_key: positions[None]}
-    return apply_fn(_rebuild(treedef, num_leaves, (leaf,), [r], rest), xb, *extra)[0]
+    return apply([r], rest, xb, extra)[0]
 
   return jax.vmap(jax.jacrev(single))(rows, x)
 
 
-def _lookup_forward(table, rest, x, extra, *, apply_fn, treedef, num_leaves, leaf, ids_key):
+def _lookup_forward(table, rest, x, extra, *, apply, ids_key):
   """f(x) with the table replaced by each example's rows (the check of the trick)."""
   rows = jnp.take(table, x[ids_key], axis=0)
   positions = jnp.arange(x[ids_key].shape[1], dtype=x[ids_key].dtype)
 
   def single(r, x_one):
     xb = {**jax.tree.map(lambda a: a[None], x_one), ids_key: positions[None]}
-    return apply_fn(_rebuild(treedef, num_leaves, (leaf,), [r], rest), xb, *extra)[0]
+    return apply([r], rest, xb, extra)[0]
 
   return jax.vmap(single)(rows, x)
 
@@ -105,12 +96,7 @@ def _write(store, piece, start):
 
 
 _write_jit = jax.jit(_write, donate_argnums=0)
-# apply_fn -> {static key: jitted piece}, so repeated kernel calls compile once.
-_JITTED = weakref.WeakKeyDictionary()
-
-
-def _call_ref(fn_ref, *args):
-  return fn_ref()(*args)
+_PIECES = {"dense": _dense_piece, "lookup": _lookup_piece, "lookup_forward": _lookup_forward}
 
 
 class JacobianRows:
@@ -133,24 +119,13 @@ class JacobianRows:
     self.precision = check_precision(precision)
     self.buckets = None if length_buckets is None else lengths_lib.check_buckets(length_buckets)
     self.mask_key = mask_key
+    self._jitted = {}                  # the compile cache if apply_fn is not weak-referenceable
 
-  def _fn(self, kind: str, **static):
-    """Jitted piece, shared by every JacobianRows of the same apply_fn (compiled once)."""
-    try:
-      cache = _JITTED.setdefault(self.apply_fn, {})
-      # The cached piece must not keep apply_fn (the weak key) alive.
-      apply_fn = functools.partial(_call_ref, weakref.ref(self.apply_fn))
-    except TypeError:                                   # not weak-referenceable
-      cache = self.__dict__.setdefault("_jitted", {})
-      apply_fn = self.apply_fn
-    key = (kind, self.treedef, len(self.leaves)) + tuple(sorted(static.items()))
-    if key not in cache:
-      target = {"dense": _dense_piece, "lookup": _lookup_piece,
-                "lookup_forward": _lookup_forward}[kind]
-      cache[key] = jax.jit(functools.partial(
-          target, apply_fn=apply_fn, treedef=self.treedef,
-          num_leaves=len(self.leaves), **static))
-    return cache[key]
+  def _fn(self, kind: str, group: Sequence[int], **static):
+    """Jitted piece of a leaf group, shared by every user of the same apply_fn (compiled once)."""
+    return jacobians_lib.jitted(self.apply_fn, _PIECES[kind], self._jitted,
+                                treedef=self.treedef, num_leaves=len(self.leaves),
+                                group=tuple(group), **static)
 
   def _microbatches(self, x, order: np.ndarray, microbatch: int):
     """Yields (start, count, x_mb) over ``order``: padded to ``microbatch``, cut to a bucket."""
@@ -185,7 +160,7 @@ class JacobianRows:
     rest = [leaf for i, leaf in enumerate(self.leaves) if i not in set(group)]
     width = sum(int(np.size(d)) for d in diff) if width is None else width
     padded = -(-len(order) // microbatch) * microbatch
-    fn = self._fn("dense", group=group, transform=transform)
+    fn = self._fn("dense", group, transform=transform)
     with matmul_precision(self.precision):
       store = jnp.zeros((padded, out_size, width), dtype)
       for start, _, xb in self._microbatches(x, order, microbatch):
@@ -201,7 +176,7 @@ class JacobianRows:
     rest = [l for i, l in enumerate(self.leaves) if i != leaf]
     length = np.asarray(x[ids_key]).shape[1]
     out = np.zeros((len(order), out_size, length, table.shape[-1]), table.dtype)
-    fn = self._fn("lookup", leaf=leaf, ids_key=ids_key)
+    fn = self._fn("lookup", (leaf,), ids_key=ids_key)
     with matmul_precision(self.precision):
       for start, count, xb in self._microbatches(x, order, microbatch):
         if check:
@@ -214,7 +189,7 @@ class JacobianRows:
   def _check_lookup(self, table, rest, xb, leaf, ids_key):
     params = jax.tree.unflatten(self.treedef, self.leaves)
     want = np.asarray(self.apply_fn(params, xb, *self.extra), np.float64)
-    got = np.asarray(self._fn("lookup_forward", leaf=leaf, ids_key=ids_key)(
+    got = np.asarray(self._fn("lookup_forward", (leaf,), ids_key=ids_key)(
         table, rest, xb, self.extra), np.float64)
     scale = max(np.abs(want).max(), 1e-30)
     if np.abs(got - want).max() > 1e-3 * scale:
@@ -248,3 +223,30 @@ def _scatter(g, pos, num_rows):
   rows = jnp.zeros((n, num_rows + 1, o, d), g.dtype)
   rows = rows.at[jnp.arange(n)[:, None], pos].add(jnp.transpose(g, (0, 2, 1, 3)))
   return jnp.transpose(rows[:, :num_rows], (0, 2, 1, 3)).reshape(n * o, num_rows * d)
+
+
+_PRECISION = {"default": None, "high": jax.lax.Precision.HIGH,
+              "highest": jax.lax.Precision.HIGHEST}
+
+
+def _rows_gram(a, b, *, out_size, traced, precision):
+  """Kernel block of two blocks of Jacobian rows (jitted as :data:`rows_gram`).
+
+  Args:
+    a: (na O, P) rows, row n O + o of example n, output o; b: (nb O, P).
+    out_size: O. traced: the layout (:func:`ntkft.ntk.layout.is_traced`).
+    precision: the matmul precision name (:data:`ntkft.ntk.precision.PRECISIONS`).
+
+  Returns:
+    (na, nb) = (1/O) sum_o a[n, o] . b[m, o] if traced, else (na, nb, O, O)
+    a[n, o] . b[m, o']; in a's dtype.
+  """
+  k = jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=_PRECISION[precision],
+                          preferred_element_type=a.dtype)
+  k = k.reshape(a.shape[0] // out_size, out_size, b.shape[0] // out_size, out_size)
+  if traced:
+    return jnp.einsum("aobo->ab", k, precision=_PRECISION[precision]) / out_size
+  return jnp.transpose(k, (0, 2, 1, 3))
+
+
+rows_gram = jax.jit(_rows_gram, static_argnames=("out_size", "traced", "precision"))

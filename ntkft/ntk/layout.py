@@ -28,6 +28,25 @@ def as_axes(name: str, axes: Axes) -> tuple[int, ...]:
   raise ValueError(f"{name} must be an int or a tuple of ints, got {axes!r}")
 
 
+def is_traced(trace_axes: Axes, where: str) -> bool:
+  """The two layouts of kernels of outputs (N, O) (budgeted kernels, sketches, operator).
+
+  Returns:
+    True for ``trace_axes=(-1,)`` (or ``(1,)``, ``-1``, ``1``): K (N1, N2), the
+    mean over the O outputs; False for ``()``: K (N1, N2, O, O).
+
+  Raises:
+    ValueError: any other ``trace_axes``, naming ``where``.
+  """
+  axes = (trace_axes,) if isinstance(trace_axes, int) else tuple(trace_axes)
+  if axes in ((-1,), (1,)):
+    return True
+  if axes == ():
+    return False
+  raise ValueError(f"{where} takes outputs (N, O) and trace_axes (-1,) or (); "
+                   f"got trace_axes={trace_axes!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """How the per-example output axes map to kernel axes (static, hashable).

@@ -7,7 +7,7 @@ For ``f(params, x, *extra) -> (N, O)`` with Jacobian ``J = d f / d params``
     traced    (trace_axes=(-1,)) (K v)_n = (1/O) sum_o [J (J^T (v e_o^T))]_{n, o},   v (N,)
 
 (the layouts of :func:`ntkft.ntk.empirical_ntk_fn`). ``J^T u`` is one ``jax.vjp``
-and ``J w`` one ``jax.jvp`` of the batched model, ``chunk`` examples at a time;
+and ``J w`` one ``jax.jvp`` of the batched model, ``batch_size`` examples at a time;
 the traced kernel needs the ``O`` pairs (one per output) batched by
 ``jax.vmap``. Memory: the parameters (O copies for the traced kernel) and the
 activations of one chunk; never N x P. Cost per product: about two
@@ -26,6 +26,8 @@ import numpy as np
 import scipy.sparse.linalg
 
 from ntkft import xla_workarounds
+from ntkft.ntk import chunking
+from ntkft.ntk import layout as layout_lib
 from ntkft.ntk import precision as precision_lib
 
 
@@ -51,7 +53,7 @@ def _add(a, b):
   return jax.tree.map(jnp.add, a, b)
 
 
-def ntk_vp_fn(apply_fn: Callable, trace_axes=(-1,), chunk: int = 64,
+def ntk_vp_fn(apply_fn: Callable, trace_axes=(-1,), batch_size: int = 64,
               precision: str = "highest") -> Callable:
   """Returns ``make(x, params, *extra) -> (matvec, dim)``: the NTK of x as an operator.
 
@@ -59,7 +61,7 @@ def ntk_vp_fn(apply_fn: Callable, trace_axes=(-1,), chunk: int = 64,
     apply_fn: ``apply_fn(params, x, *extra) -> (N, O)``; examples independent.
     trace_axes: ``(-1,)`` (N x N kernel, mean over outputs) or ``()`` (the
       flattened N O x N O kernel, rows ordered (n, o)).
-    chunk: examples per vjp/jvp call (memory: one chunk's activations).
+    batch_size: examples per vjp/jvp call (memory: one chunk's activations).
     precision: matmul precision of every traced matmul
       (:data:`ntkft.ntk.precision.PRECISIONS`).
 
@@ -67,13 +69,9 @@ def ntk_vp_fn(apply_fn: Callable, trace_axes=(-1,), chunk: int = 64,
     ``make``; its ``matvec(v)`` takes a float (dim,) vector and returns
     ``K v`` as float64 numpy, ``dim = N`` (traced) or ``N O``.
   """
-  axes = (trace_axes,) if isinstance(trace_axes, int) else tuple(trace_axes)
-  if axes not in ((-1,), (1,), ()):
-    raise ValueError(f"ntk_vp_fn: trace_axes must be (-1,) or (), got {trace_axes!r}")
-  traced = bool(axes)
+  traced = layout_lib.is_traced(trace_axes, "ntk_vp_fn")
   precision_lib.check_precision(precision)
-  if chunk < 1:
-    raise ValueError(f"ntk_vp_fn: chunk must be >= 1, got {chunk}")
+  chunking.check_positive("batch_size", batch_size)
   xla_workarounds.check_batched_jacobians()  # raises if XLA miscompiles Jacobians here
   vjp = jax.jit(functools.partial(_vjp_chunk, apply_fn=apply_fn, traced=traced))
   jvp = jax.jit(functools.partial(_jvp_chunk, apply_fn=apply_fn, traced=traced))
@@ -84,7 +82,7 @@ def ntk_vp_fn(apply_fn: Callable, trace_axes=(-1,), chunk: int = 64,
     if len(out.shape) != 2:
       raise ValueError(f"ntk_vp_fn needs outputs (N, O), got {out.shape}")
     n, o = out.shape
-    size = min(chunk, n)
+    size = min(batch_size, n)
     spans = [(s, min(s + size, n)) for s in range(0, n, size)]
     idx = [np.minimum(np.arange(s, s + size), n - 1) for s, _ in spans]   # pad: repeat last
     chunks = [jax.tree.map(lambda a, i=i: jnp.asarray(a)[i], x) for i in idx]

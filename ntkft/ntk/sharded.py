@@ -9,8 +9,9 @@ Same kernel and output layout as :func:`ntkft.ntk.empirical_ntk_fn` (see
 are computed in parallel: each host-side row chunk of ``D * rows_per_device``
 x1 examples is split along the ``"data"`` mesh axis (D devices), the x2
 examples, params and ``*extra`` are replicated, and one jitted program computes
-the per-example Jacobians ``J(x1)`` of each device's rows (``jax.vmap`` of
-``jax.jacrev``), ``J(x2)`` and their leaf-by-leaf contraction; the (rows, N2,
+the per-example Jacobians ``J(x1)`` of each device's rows (the one Jacobian core,
+:func:`ntkft.ntk.jacobians.per_example`), ``J(x2)`` and their leaf-by-leaf
+contraction (:func:`ntkft.ntk.contraction.contract`); the (rows, N2,
 ...) block comes back replicated (gathered) and the blocks are concatenated on
 the host. The last row chunk is padded (repeating its first example) so every
 call has the same shapes; the padding is sliced off.
@@ -28,8 +29,9 @@ from jax.sharding import PartitionSpec as P
 
 from ntkft import xla_workarounds
 from ntkft.ntk import chunking, contraction
+from ntkft.ntk import jacobians as jacobians_lib
 from ntkft.ntk import layout as layout_lib
-from ntkft.typing import ApplyFn, Array, Params
+from ntkft.typing import PLAIN, ApplyFn, Array, Params
 
 DATA = "data"
 
@@ -37,12 +39,12 @@ DATA = "data"
 def _kernel(params, x1, x2, extra, *, apply_fn, layout):
   """K block (n1, n2, ...) of x1 rows (sharded) against all of x2."""
   leaves, treedef = jax.tree.flatten(params)
-  apply = functools.partial(contraction.apply_group, apply_fn, treedef,
+  apply = functools.partial(jacobians_lib.apply_group, apply_fn, treedef,
                             tuple(range(len(leaves))), len(leaves))
-  jac1 = contraction.jacobians(leaves, [], x1, extra, apply=apply)
-  jac2 = contraction.jacobians(leaves, [], x2, extra, apply=apply)
+  jac1 = jacobians_lib.per_example(leaves, [], x1, extra, apply=apply)
+  jac2 = jacobians_lib.per_example(leaves, [], x2, extra, apply=apply)
   out = contraction.contract(jac1, jac2, layout=layout, leaf_blocks=["k"] * len(leaves),
-                             kind=contraction.NTK, eps=None, symmetrize=False)
+                             kind=PLAIN, eps=None, symmetrize=False)
   return out["k"]
 
 

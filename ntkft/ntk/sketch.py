@@ -17,7 +17,15 @@
   ``N^2 O^2 dim`` instead of ``N^2 O^2 P``, and memory ``N O dim``.
 * :func:`kernel_errors`: relative Frobenius error, relative errors of
   lambda_max, lambda_min and kappa, and top-k eigenspace alignment
-  ``|U_approx^T U_exact|_F^2 / k`` (1: same subspace).
+  ``|U_approx^T U_exact|_F^2 / k`` (1: same subspace); symmetric parts and kappa
+  under the one policy of :mod:`ntkft.spectral` (``symmetric_kernel``,
+  ``condition_number``).
+
+Both kernels are built on the budgeted path's pieces: the Jacobian rows of
+:class:`ntkft.ntk.jacobian_rows.JacobianRows` (the one Jacobian core), their
+Gram :data:`ntkft.ntk.jacobian_rows.rows_gram`, and the one leaf packer
+:func:`ntkft.ntk.chunking.pack_leaves`; arguments as in
+:func:`ntkft.ntk.budgeted.budgeted_ntk_fn`.
 """
 import functools
 from typing import Callable, Optional, Sequence
@@ -26,23 +34,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkft.ntk import budgeted
+from ntkft import spectral
+from ntkft.ntk import budgeted, chunking
 from ntkft.ntk import jacobian_rows as rows_lib
+from ntkft.ntk import layout as layout_lib
 from ntkft.ntk import precision as precision_lib
 
 
-def pntk_fn(apply_fn: Callable, **budget_options) -> Callable:
+def pntk_fn(apply_fn: Callable, **options) -> Callable:
   """Returns ``kernel_fn(x1, x2, params, *extra) -> (N1, N2)`` float64, the pNTK.
 
-  ``budget_options``: those of :func:`ntkft.ntk.budgeted.budgeted_ntk_fn`
-  (memory_budget_mb, precision, sparse_tables, length_buckets, ...).
+  ``options``: the keyword arguments of :func:`ntkft.ntk.budgeted.budgeted_ntk_fn`
+  (memory_budget_bytes, precision, sparse_tables, length_buckets, ...).
   """
 
   def summed(params, x, *extra):
     out = apply_fn(params, x, *extra)
     return out.sum(-1, keepdims=True) / np.sqrt(out.shape[-1]).astype(out.dtype)
 
-  return budgeted.budgeted_ntk_fn(summed, trace_axes=(-1,), **budget_options)
+  return budgeted.budgeted_ntk_fn(summed, trace_axes=(-1,), **options)
 
 
 def _count_sketch(flat, buckets, signs, *, dim):
@@ -52,7 +62,7 @@ def _count_sketch(flat, buckets, signs, *, dim):
 
 
 def count_sketch_ntk_fn(apply_fn: Callable, dim: int, seed: int = 0, trace_axes=(-1,),
-                        memory_budget_mb: float = 2048.0, microbatch: int = 32,
+                        memory_budget_bytes: int = 2048 * 2**20, microbatch: int = 32,
                         precision: str = "highest",
                         length_buckets: Optional[Sequence[int]] = None,
                         mask_key: str = "attention_mask") -> Callable:
@@ -63,8 +73,8 @@ def count_sketch_ntk_fn(apply_fn: Callable, dim: int, seed: int = 0, trace_axes=
     dim: sketch dimension (buckets).
     seed: seed of the hash and signs (numpy, per parameter group).
     trace_axes: ``(-1,)`` or ``()`` as in :func:`ntkft.ntk.budgeted.budgeted_ntk_fn`.
-    memory_budget_mb: bounds a microbatch's Jacobian transients
-      (``3 microbatch O P_g 4`` bytes) through the parameter groups.
+    memory_budget_bytes: bound in bytes on a microbatch's Jacobian transients
+      (``3 microbatch O P_g itemsize``) through the parameter groups; default 2 GiB.
     microbatch, precision, length_buckets, mask_key: as in budgeted_ntk_fn.
 
   Returns:
@@ -72,9 +82,9 @@ def count_sketch_ntk_fn(apply_fn: Callable, dim: int, seed: int = 0, trace_axes=
   """
   if not isinstance(dim, int) or dim < 1:
     raise ValueError(f"count_sketch_ntk_fn: dim must be a positive int, got {dim!r}")
-  traced = budgeted._traced(trace_axes)
+  traced = layout_lib.is_traced(trace_axes, "count_sketch_ntk_fn")
   transform = functools.partial(_count_sketch, dim=dim)
-  budget = int(memory_budget_mb * 2**20)
+  budget = chunking.check_positive("memory_budget_bytes", memory_budget_bytes)
 
   def kernel_fn(x1, x2, params, *extra) -> np.ndarray:
     leaves = jax.tree.leaves(params)
@@ -82,13 +92,7 @@ def count_sketch_ntk_fn(apply_fn: Callable, dim: int, seed: int = 0, trace_axes=
     o = out.shape[-1]
     sizes = [int(np.size(l)) for l in leaves]
     cap = max(max(sizes), budget // (3 * microbatch * o * out.dtype.itemsize))
-    groups, current = [], []
-    for i, size in enumerate(sizes):
-      if current and sum(sizes[j] for j in current) + size > cap:
-        groups.append(current)
-        current = []
-      current.append(i)
-    groups.append(current)
+    groups = chunking.pack_leaves(sizes, cap)
     rows = rows_lib.JacobianRows(apply_fn, params, extra, precision, length_buckets, mask_key)
     rng = np.random.default_rng(seed)
     hashes = []
@@ -100,7 +104,7 @@ def count_sketch_ntk_fn(apply_fn: Callable, dim: int, seed: int = 0, trace_axes=
     def sketched(x, order):
       total = None
       for group, args in zip(groups, hashes):
-        part = rows.dense(x, order, tuple(group), min(microbatch, len(order)), transform,
+        part = rows.dense(x, order, group, min(microbatch, len(order)), transform,
                           width=dim, out_size=o, dtype=out.dtype, transform_args=args)
         total = part if total is None else total + part
       return total
@@ -114,8 +118,8 @@ def count_sketch_ntk_fn(apply_fn: Callable, dim: int, seed: int = 0, trace_axes=
       order2 = rows_lib.length_order(x2, length_buckets, mask_key)
       s2 = sketched(x2, order2)
     with precision_lib.matmul_precision(precision):
-      k = np.asarray(budgeted._gram(s1, s2, out_size=o, traced=traced, precision=precision),
-                     np.float64)[:len(order1), :len(order2)]
+      k = rows_lib.rows_gram(s1, s2, out_size=o, traced=traced, precision=precision)
+      k = np.asarray(k, np.float64)[:len(order1), :len(order2)]
     return k[np.ix_(np.argsort(order1), np.argsort(order2))]
 
   return kernel_fn
@@ -141,14 +145,13 @@ def kernel_errors(approx, exact, top: int = 10) -> dict:
   if a.shape != k.shape or a.ndim != 2 or a.shape[0] != a.shape[1]:
     raise ValueError(f"kernel_errors needs two square kernels of one shape, got {a.shape} "
                      f"and {k.shape}")
-  ea, ua = np.linalg.eigh((a + a.T) / 2)
-  ek, uk = np.linalg.eigh((k + k.T) / 2)
-  kappa = lambda e: e[-1] / e[0] if e[0] > 0 else np.inf
+  ea, ua = np.linalg.eigh(spectral.symmetric_kernel(a, "approx", symmetrize=True))
+  ek, uk = np.linalg.eigh(spectral.symmetric_kernel(k, "exact", symmetrize=True))
   top = min(top, k.shape[0])
   overlap = ua[:, -top:].T @ uk[:, -top:]
   return {"rel_error": float(np.linalg.norm(a - k) / np.linalg.norm(k)),
           "lambda_max_rel_error": _rel(ea[-1], ek[-1]),
           "lambda_min_rel_error": _rel(ea[0], ek[0]),
-          "kappa_rel_error": _rel(kappa(ea), kappa(ek)),
+          "kappa_rel_error": _rel(spectral.condition_number(ea), spectral.condition_number(ek)),
           f"top{top}_alignment": float(np.sum(overlap**2) / top)}
 

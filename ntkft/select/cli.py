@@ -5,7 +5,7 @@
 
 Computes the per-block kernels K_b of every candidate block (the blocks of
 ``config.peft`` split by ``config.block_by``) with
-:func:`ntkft.ntk.per_block_ntk_fn`, selects ``config.budget`` blocks for
+:func:`ntkft.theta0.kernels.kernels_of_config`, selects ``config.budget`` blocks for
 ``config.criterion`` with ``config.search`` (greedy: Weyl-pruned, see
 :mod:`ntkft.select.selection`), reports the other criteria's choices, and writes
 ``<workdir>/selection.json``:
@@ -28,9 +28,10 @@ import time
 
 import numpy as np
 
-from ntkft import data, ntk_report, records
+from ntkft import data, records
 from ntkft import targets as targets_lib
 from ntkft.select import selection as selection_lib
+from ntkft.theta0 import kernels as theta0_kernels
 
 BLOCK_BY = ("layer", "layer_projection")
 
@@ -59,7 +60,7 @@ def run(config, workdir: str) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   task = data.get_task(config.task)
-  bk = ntk_report.block_kernels(config)
+  bk = theta0_kernels.kernels_of_config(config)
   kernels, fx0, labels, index, counts = bk.kernels, bk.fx0, bk.labels, bk.index, bk.num_params
   t_kernel = bk.seconds
   targets = targets_lib.targets(np.asarray(labels), task.num_labels, task.is_regression,

@@ -23,9 +23,10 @@ import numpy as np
 
 from ntkft import targets as targets_lib
 from ntkft.spectral.alignment import kernel_target_alignment
-from ntkft.spectral.stats import condition_number, spectrum_stats
+from ntkft.spectral.stats import condition_number, spectrum_stats, symmetric_kernel
+from ntkft.typing import KERNEL_KINDS, SIGN
 
-KINDS = ("plain", "sign")
+KINDS = KERNEL_KINDS          # "plain", "sign": the kernel kinds' one vocabulary
 LAYOUTS = ("flat", "traced")
 HEADS = ("head", "nohead")
 STATS = ("kappa", "lambda_min", "lambda_max", "effective_rank", "alignment")
@@ -63,7 +64,7 @@ def predictors(k: np.ndarray, y: np.ndarray, symmetrize: bool,
   with warnings.catch_warnings():  # a clamped λmin is reported in the result
     warnings.simplefilter("ignore")
     s = spectrum_stats(k, rel_floor=rel_floor, symmetrize=symmetrize)
-  sym = 0.5 * (k + k.T) if symmetrize else k
+  sym = symmetric_kernel(k, "k", symmetrize=True) if symmetrize else k
   # The preregistered predictor (docs/preregistration.md): κ with λmin clamped
   # at rel_floor·λmax, so a singular or indefinite kernel ranks as the most
   # ill-conditioned (1/rel_floor) instead of inf (JSON null, dropped from ranks).
@@ -92,7 +93,7 @@ def layer_set_predictors(blocks: dict, labels: np.ndarray) -> dict:
   for kind in KINDS:
     for head in HEADS:
       k = blocks[(kind, "lora")] + (blocks[(kind, "head")] if head == "head" else 0.0)
-      symmetrize = kind == "sign"
+      symmetrize = kind == SIGN
       out[kernel_name(kind, "flat", head)] = predictors(flat(k), y.reshape(-1), symmetrize)
       out[kernel_name(kind, "traced", head)] = predictors(traced(k), y, symmetrize)
   return out

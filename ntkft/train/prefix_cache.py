@@ -22,7 +22,6 @@ Example::
   loss = ...(outputs_fn(p, p0, frozen, cache.attach(batch, "train"), rng))
 """
 import dataclasses
-import re
 from typing import Callable, Mapping
 
 import jax
@@ -30,9 +29,8 @@ import numpy as np
 
 from ntkft import data
 from ntkft.models import functional
+from ntkft.models.blocks import encoder_layer_index
 from ntkft.typing import Params
-
-_LAYER = re.compile(r"^encoder/layer_(\d+)/")
 
 
 def lowest_trained_layer(trainable_names, num_layers: int) -> int:
@@ -50,9 +48,9 @@ def lowest_trained_layer(trainable_names, num_layers: int) -> int:
     if name.startswith("embeddings/"):
       raise ValueError(f"prefix cache: trainable embedding parameter {name!r}; "
                        "nothing below layer 0 is frozen")
-    m = _LAYER.match(name)
-    if m:
-      layers.append(int(m.group(1)))
+    layer = encoder_layer_index(name)
+    if layer is not None:
+      layers.append(layer)
   return min(layers, default=num_layers)
 
 

@@ -26,7 +26,6 @@ linearization gap — and the loop's numbers up to float32 summation order
 A run whose loss or parameters become non-finite stops there and is returned
 with the outcomes of its last finite state, ``diverged=True`` and the step.
 """
-import re
 import time
 
 import jax
@@ -37,6 +36,7 @@ import optax
 from ntkft import data, peft
 from ntkft.linearize.gap import gap_from_sums, gap_sums_given_outputs_fn
 from ntkft.models import flatten
+from ntkft.models.blocks import encoder_layer_index
 from ntkft.theta0 import build_theta0
 from ntkft.train import losses, optim, prefix_cache
 from ntkft.train import pull as pull_lib
@@ -47,8 +47,6 @@ from ntkft.train.state import TrainState
 # (model structure, trainable names, start layer, mode, loss, optimizer) -> compiled
 # functions. Parameters are always arguments, never constants.
 _COMPILED: dict = {}
-
-_LAYER = re.compile(r"^encoder/layer_(\d+)/")
 
 # Config fields every run of one WarmRuns shares with it (the group's θ0 and data).
 _GROUP_FIELDS = ("task", "seed", "model", "data")
@@ -122,8 +120,9 @@ class WarmRuns:
     bad = sorted(i for i in layers if not 0 <= i < self.num_layers)
     if bad:
       raise ValueError(f"layer index {bad[0]} out of range: the model has {self.num_layers}")
+    # Leaves outside the encoder layers (the head) train in every run.
     names = [n for n in flatten(self.start.trainable)
-             if not _LAYER.match(n) or int(_LAYER.match(n).group(1)) in layers]
+             if encoder_layer_index(n) in (None, *layers)]
     return peft.partition(self.model.params, names)
 
   def _cache(self, start: int, trainable) -> prefix_cache.PrefixCache:

@@ -1,4 +1,4 @@
-"""experiments.common: Spearman + bootstrap, task lists."""
+"""experiments.common: Spearman + bootstrap, task lists, figures."""
 import math
 
 import numpy as np
@@ -60,3 +60,28 @@ def test_parse_tasks():
   assert common.parse_tasks(("mrpc",)) == ("mrpc",)
   with pytest.raises(ValueError, match="duplicates"):
     common.parse_tasks("sst2+sst2")
+
+
+def test_draw_figures_calls_each_plot_with_its_path_in_order(tmp_path):
+  calls = []
+
+  def plot(width):
+    def draw(results, path):
+      calls.append((results["tag"], path))
+      fig = common.figure(width, 2.0)
+      fig.add_subplot(1, 1, 1).plot([1, 2, 3], [3, 1, 2])
+      fig.savefig(path)
+    return draw
+
+  outdir = tmp_path / "new" / "figures"                      # created on the way
+  paths = common.draw_figures({"tag": 7}, outdir, {"b.png": plot(3.0), "a.png": plot(5.0)})
+  assert paths == [str(outdir / "b.png"), str(outdir / "a.png")]
+  assert calls == [(7, outdir / "b.png"), (7, outdir / "a.png")]
+  assert all((outdir / name).stat().st_size > 1000 for name in ("a.png", "b.png"))
+
+
+def test_figure_has_the_asked_size_at_100_dpi():
+  fig = common.figure(4.2, 3.8)
+  assert fig.dpi == 100
+  np.testing.assert_allclose(fig.get_size_inches(), [4.2, 3.8])
+  assert fig.canvas.get_width_height() == (420, 380)

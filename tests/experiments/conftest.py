@@ -1,40 +1,56 @@
 """Experiment runs on a tiny random BERT, made once per session and shared by modules.
 
 ntk_spectra_test and perturbation_bounds_test check these runs; figures_test draws its
-figures from their results.json (one run of each experiment instead of two).
+figures from their results.json (one run of each experiment instead of two). The layer
+studies' tests shrink their configs with :func:`tiny_layer_study_config`. The shrinking
+itself is tests/experiments/tiny_configs.py (also used by tools/recheck_runlocal.py).
 """
 import pytest
 
 from configs import ntk_spectra as ntk_spectra_config
 from configs import perturbation_bounds as perturbation_bounds_config
 from experiments import ntk_spectra, perturbation_bounds
+from tests.experiments import tiny_configs
 from tests.test_util import write_tiny_bert_checkpoint
 
-NUM_LAYERS = 3
+NUM_LAYERS = tiny_configs.KERNEL_NUM_LAYERS
 
 
 def _tiny_run(tmp_path_factory, name, config_module, experiment, **fields):
   """(config, workdir, returned results) of ``experiment.run`` at runlocal scale on a tiny
   BERT of NUM_LAYERS layers, n = 6 examples of max_len 24, with ``fields`` set."""
   root = tmp_path_factory.mktemp(name)
-  config = config_module.get_config("runlocal")
-  config.model.name = str(write_tiny_bert_checkpoint(root / "tiny_bert", num_layers=NUM_LAYERS))
-  config.n = 6
-  config.data.max_len = 24
-  for key, value in fields.items():
-    config[key] = value
+  config = tiny_configs.kernel_experiment(
+      config_module.get_config("runlocal"),
+      write_tiny_bert_checkpoint(root / "tiny_bert", num_layers=NUM_LAYERS), **fields)
   return config, root / "w", experiment.run(config, str(root / "w"))
+
+
+@pytest.fixture
+def tiny_layer_study_config(tmp_path, data_root):
+  """``make(config_module, num_layers, **finetune_train)``: the runlocal config of a layer
+  study (spectrum_correlation, selection_validation) fine-tuning a tiny BERT of
+  ``num_layers`` layers for 2 steps on 32 train / 32 dev examples of the staged data,
+  kernels on 8 examples in one chunk; ``finetune_train`` sets more ``finetune.train`` fields."""
+
+  def make(config_module, num_layers: int, **finetune_train):
+    return tiny_configs.layer_study(
+        config_module.get_config("runlocal"),
+        write_tiny_bert_checkpoint(tmp_path / "tiny_bert", num_layers=num_layers), data_root,
+        **finetune_train)
+
+  return make
 
 
 @pytest.fixture(scope="session")
 def ntk_spectra_run(tmp_path_factory):
   """ntk_spectra: chunks of 4 (6 = 4 + 2 padded: exercises the chunking), several choices."""
   return _tiny_run(tmp_path_factory, "ntk_spectra", ntk_spectra_config, ntk_spectra,
-                   chunk_size=4, choices=("singles", (0, 2), ("layer_2", "layer_0"), "all", 1))
+                   **tiny_configs.NTK_SPECTRA_FIELDS)
 
 
 @pytest.fixture(scope="session")
 def perturbation_bounds_run(tmp_path_factory):
   """perturbation_bounds: one chunk, layers added in the order 2, 0, 1."""
   return _tiny_run(tmp_path_factory, "perturbation_bounds", perturbation_bounds_config,
-                   perturbation_bounds, chunk_size=0, order="2,0,1")
+                   perturbation_bounds, **tiny_configs.PERTURBATION_BOUNDS_FIELDS)

@@ -193,15 +193,31 @@ def test_h1_and_h2_estimates_rederived_by_hand(planted):
          / (r["predictors"]["plain_flat_head"]["lambda_min"] + r["n_kernel"] * lam) for r in rs]
     return stats.spearmanr(x, [r["train_loss"] for r in rs]).statistic
 
-  h1, h2 = [], []
+  def partial_rho(task, lam):
+    """§4 by definition: ranks of κ_λ and train loss each regressed on [1, rank(depth),
+    size] by least squares, Pearson correlation of the residuals."""
+    rs = rows(task, lam)
+    x = [(r["predictors"]["plain_flat_head"]["lambda_max"] + r["n_kernel"] * lam)
+         / (r["predictors"]["plain_flat_head"]["lambda_min"] + r["n_kernel"] * lam) for r in rs]
+    z = np.column_stack([np.ones(len(rs)), stats.rankdata([max(r["layers"]) for r in rs]),
+                         [len(r["layers"]) for r in rs]])
+    res = [v - z @ np.linalg.lstsq(z, v, rcond=None)[0]
+           for v in (stats.rankdata(x), stats.rankdata([r["train_loss"] for r in rs]))]
+    return stats.pearsonr(*res).statistic
+
+  h1, h2, h1_partial = [], [], []
   for task in TASKS:
     star = min((0.0, 10.0), key=lambda lam: np.median([r["lin_gap"] for r in rows(task, lam)]))
     assert stored["H1"]["lambda_star"][task] == star == 10.0
     h1.append(rho(task, star))
     h2.append(rho(task, star) - rho(task, 0.0))
+    h1_partial.append(partial_rho(task, star))
   assert stored["H1"]["estimate"] == pytest.approx(np.mean(h1), abs=1e-12)
   assert stored["H2"]["estimate"] == pytest.approx(np.mean(h2), abs=1e-12)
   assert stored["H1"]["per_task"] == pytest.approx(dict(zip(TASKS, h1)), abs=1e-12)
+  assert stored["H1"]["per_task_partial"] == pytest.approx(dict(zip(TASKS, h1_partial)),
+                                                           abs=1e-10)
+  assert stored["H1"]["partial"] == pytest.approx(np.mean(h1_partial), abs=1e-10)
 
 
 def test_verdicts_follow_the_preregistered_rules(planted):
@@ -360,6 +376,28 @@ def test_cells_and_exploratory_tables(planted):
   assert 0 < e["ci"][0] <= e["rho"] <= e["ci"][1] and "partial_ci" in e
   assert set(rho["depth:dev_metric"]) == {"rho", "ci"}
   assert "sign_traced_nohead.kappa:dev_metric" in rho
+  # The figure's data: every nonlinear cell (linearized runs have no lin_gap) × the
+  # family's 2 kernels × 2 outcomes, its median lin_gap beside the table's ρ of κ_λ.
+  figure = out["rho_vs_lin_gap"]
+  assert len(figure) == 4 * 4 * 2 * 2
+  assert {(f["kernel"], f["outcome"]) for f in figure} == {
+      (k, o) for k in ("plain_flat_head", "sign_flat_head") for o in ("train_loss", "dev_metric")}
+  assert all(f["lambda_star"] == (f["lam"] == 10.0) for f in figure)
+  [f] = [f for f in figure if (f["task"], f["regime"], f["lam"], f["kernel"], f["outcome"])
+         == ("t1", "a", 10.0, "plain_flat_head", "train_loss")]
+  assert f["median_lin_gap"] == pytest.approx(np.median([r["lin_gap"] for r in rows]))
+  assert (f["rho"], f["ci"], f["partial"], f["partial_ci"]) == (
+      e["rho"], e["ci"], e["partial"], e["partial_ci"])
+
+
+def test_no_predictor_outcome_tables_before_every_point_exists(planted):
+  """exploratory_tables=False (the sweep's interim collect): the same verdicts and cells,
+  no predictor-outcome table."""
+  runs, planned, out = planted
+  gated = kappa_analysis.analyse(_config(), runs, planned, num_boot_exploratory=50,
+                                 exploratory_tables=False)
+  assert gated["exploratory"] == gated["rho_vs_lin_gap"] == "computed when every point exists"
+  assert gated["verdicts"] == out["verdicts"] and gated["cells"] == out["cells"]
 
 
 def test_runlocal_writes_results_and_resumes(tmp_path):
@@ -398,6 +436,8 @@ def test_runlocal_writes_results_and_resumes(tmp_path):
   partial = kappa_study.run(only, str(tmp_path))
   assert not victim.exists() and {p.name: p.stat().st_mtime_ns for p in points.iterdir()} == before
   assert partial["points_done"] == 21 and not partial["complete"] and len(partial["runs"]) == 19
+  assert partial["exploratory"] == partial["rho_vs_lin_gap"] == "computed when every point exists"
+  assert isinstance(stored["exploratory"], list) and isinstance(stored["rho_vs_lin_gap"], list)
   assert json.loads((tmp_path / "results.json").read_text())["points_done"] == 21
   again = kappa_study.run(config, str(tmp_path))
   after = {p.name: p.stat().st_mtime_ns for p in points.iterdir()}

@@ -7,7 +7,8 @@ import pytest
 
 from configs import ntk_spectra as ntk_spectra_config
 from experiments import common, ntk_spectra
-from ntkft import ntk, ntk_report, peft, records, theta0
+from ntkft import ntk, peft, records, theta0
+from ntkft.theta0 import kernels as theta0_kernels
 
 NUM_LAYERS = 3
 
@@ -23,7 +24,7 @@ def direct_kernels(config):
   """The full kernel and the layer-1 kernel, each from one empirical_ntk_fn call."""
   start = theta0.build_theta0(config)
   trainable, frozen, apply = start.trainable, start.frozen, start.apply
-  x = ntk_report.kernel_sample(config, start).inputs()
+  x = theta0_kernels.kernel_sample(config, start).inputs()
   full = ntk.empirical_ntk_fn(apply, trace_axes=(-1,))(x, None, trainable, frozen)
   layer_1 = [p for p in ntk.leaf_paths(trainable) if "/layer_1/" in p]
   sub, rest = peft.partition(trainable, layer_1)

@@ -7,7 +7,6 @@ import pytest
 
 from configs import selection_validation as selection_validation_config
 from experiments import layer_study, selection_validation
-from tests.test_util import write_tiny_bert_checkpoint
 
 
 def _task_kernels(num_layers=6, n=10, seed=0):
@@ -66,20 +65,11 @@ def test_arm_layers():
   assert {small["random1"], small["random2"]} <= {(0, 1), (1, 2), (0, 2)}
 
 
-def test_runlocal_end_to_end_and_resume(tmp_path, data_root, capsys):
-  config = selection_validation_config.get_config("runlocal")
-  f = config.finetune
-  f.model.name = str(write_tiny_bert_checkpoint(tmp_path / "tiny_bert", num_layers=2))
-  f.data.root = str(data_root)
-  f.data.n_train = 32
-  f.data.n_eval = 32
-  f.data.eval_batch_size = 32
-  f.train.steps = 2
+def test_runlocal_end_to_end_and_resume(tmp_path, tiny_layer_study_config, capsys):
+  config = tiny_layer_study_config(selection_validation_config, 2)
   config.budget = 1
   config.seeds = (0, 1)
   config.num_random = 1
-  config.n_kernel = 8
-  config.kernel_chunk = 8
   work = tmp_path / "w"
   summary = selection_validation.run(config, str(work))
   results = json.loads((work / "results.json").read_text())

@@ -7,30 +7,14 @@ import scipy.stats
 
 from configs import spectrum_correlation as spectrum_correlation_config
 from experiments import common, layer_study, spectrum_correlation
-from tests.test_util import write_tiny_bert_checkpoint
 
 LAYER_SETS = ((0,), (2,), (1, 2))
 
 
-def _tiny_config(tmp_path, data_root):
-  config = spectrum_correlation_config.get_config("runlocal")
-  f = config.finetune
-  f.model.name = str(write_tiny_bert_checkpoint(tmp_path / "tiny_bert", num_layers=3))
-  f.data.root = str(data_root)
-  f.data.n_train = 32
-  f.data.n_eval = 32
-  f.data.eval_batch_size = 32
-  f.train.steps = 2
-  f.train.log_every = 1
+def test_runlocal_writes_results_figure_and_resumes(tmp_path, tiny_layer_study_config, capsys):
+  config = tiny_layer_study_config(spectrum_correlation_config, 3, log_every=1)
   config.layer_sets = LAYER_SETS
-  config.n_kernel = 8
-  config.kernel_chunk = 8
   config.num_boot = 100
-  return config
-
-
-def test_runlocal_writes_results_figure_and_resumes(tmp_path, data_root, capsys):
-  config = _tiny_config(tmp_path, data_root)
   work = tmp_path / "w"
   summary = spectrum_correlation.run(config, str(work))
   results = json.loads((work / "results.json").read_text())

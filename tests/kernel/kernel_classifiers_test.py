@@ -115,3 +115,32 @@ def test_bad_inputs_raise_one_line_errors():
     classifiers.logistic_scores(k, labels, k_test, 2, 0.0)
   with pytest.raises(ValueError, match="k_train_test shape"):
     classifiers.asym_ls_svm_scores(k, labels, k_test, k_test, 2, 0.1)
+
+
+@pytest.mark.parametrize("solver", ["ridge", "logistic", "svm"])
+def test_symmetric_solvers_see_only_the_symmetric_part(solver):
+  """ridge, logistic and svm fit (K + Kᵀ)/2 (ntkft.spectral's one policy): adding a
+  skew-symmetric part to k_train_train changes nothing."""
+  phi, phi_test, labels = _data(3)
+  # K on a 2^-11 grid and an integer skew part: (K + S) + (K + S)ᵀ = 2K exactly, so
+  # both calls must see the same symmetric kernel and agree bit for bit.
+  k = np.round(phi @ phi.T * 1024) / 1024
+  k = (k + k.T) / 2
+  k_test = phi_test @ phi.T
+  skew = np.triu(np.random.default_rng(2).integers(-3, 4, size=(N, N)), 1).astype(float)
+  skew = skew - skew.T
+  fn = {"ridge": classifiers.ridge_scores, "logistic": classifiers.logistic_scores,
+        "svm": classifiers.svm_scores}[solver]
+  sym = fn(k, labels, k_test, 3, 0.1)
+  asym = fn(k + skew, labels, k_test, 3, 0.1)
+  assert not np.array_equal(k + skew, (k + skew).T)
+  np.testing.assert_array_equal(asym, sym)
+
+
+def test_non_finite_kernel_is_an_error_naming_it():
+  phi, phi_test, labels = _data(2)
+  k, k_test = phi @ phi.T, phi_test @ phi.T
+  k[0, 1] = np.nan
+  for fn in (classifiers.ridge_scores, classifiers.logistic_scores, classifiers.svm_scores):
+    with pytest.raises(ValueError, match="k_train_train has non-finite entries"):
+      fn(k, labels, k_test, 2, 0.1)

@@ -1,11 +1,11 @@
-"""Tests for the Adam (SignGD) kernel K = J(x1) sign(J(x2))^T (Malladi et al.)."""
+"""Tests for the sign (Adam / SignGD) kernel K = J(x1) sign(J(x2))^T (Malladi et al.)."""
 
 import jax
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from ntkft import ntk
+from ntkft import ntk, spectral
 from tests.ntk import tiny_models
 
 
@@ -57,13 +57,16 @@ def test_adam_asymmetric_and_symmetric_part():
   k = np.asarray(ntk.adam_ntk_fn(apply_fn)(x, None, params))
   assert k.shape == (6, 6)
   assert not np.allclose(k, k.T, rtol=1e-3)      # genuinely asymmetric
-  sym = np.asarray(ntk.symmetric_part(k))
+  # The one symmetrization policy (ntkft.spectral), as adam_ntk_fn's docstring says.
+  sym = spectral.symmetric_kernel(k, symmetrize=True)
+  assert sym.dtype == np.float64
   np.testing.assert_array_equal(sym, sym.T)
-  np.testing.assert_allclose(sym, (k + k.T) / 2, rtol=1e-6)
+  k64 = k.astype(np.float64)
+  np.testing.assert_array_equal(sym, (k64 + k64.T) / 2)
+  with pytest.raises(ValueError, match="not symmetric"):
+    spectral.symmetric_kernel(k)               # asymmetry is an error unless asked for
   with pytest.raises(ValueError, match="square"):
-    ntk.symmetric_part(np.zeros((3, 4)))
-  with pytest.raises(ValueError, match="square"):
-    ntk.symmetric_part(np.zeros((3, 3, 2)))
+    spectral.symmetric_kernel(np.zeros((3, 4)), symmetrize=True)
 
 
 @pytest.mark.parametrize("same", [True, False])
@@ -83,3 +86,12 @@ def test_adam_chunked_equals_unchunked(x64, same):
 def test_adam_bad_eps():
   with pytest.raises(ValueError, match="eps"):
     ntk.adam_ntk_fn(tiny_models.mlp_apply, eps=0.0)
+
+
+def test_sign_kernel_needs_jacobian_contraction_and_known_options():
+  with pytest.raises(ValueError, match="sign kernel needs implementation='jacobian_contraction'"):
+    ntk.adam_ntk_fn(tiny_models.mlp_apply, implementation="ntk_vector_products")
+  with pytest.raises(TypeError, match="batchsize"):
+    ntk.adam_ntk_fn(tiny_models.mlp_apply, batchsize=3)
+  with pytest.raises(TypeError):
+    ntk.adam_ntk_fn(tiny_models.mlp_apply, (-1,))    # options are keyword-only

@@ -53,7 +53,7 @@ def test_mlp_under_tiny_budget_equals_dense(trace_axes):
     x1 = jnp.asarray(tiny_models.make_inputs("mlp", 9, 1))
     x2 = jnp.asarray(tiny_models.make_inputs("mlp", 5, 2))
     plans = []
-    fn = budgeted.budgeted_ntk_fn(tiny_models.mlp_apply, trace_axes, memory_budget_mb=0.02,
+    fn = budgeted.budgeted_ntk_fn(tiny_models.mlp_apply, trace_axes, memory_budget_bytes=20_971,
                                   microbatch=2, on_chunk=lambda i: plans.append(i["plan"]))
     for a, b in ((x1, None), (x1, x2)):
       k = fn(a, b, params)
@@ -69,7 +69,7 @@ def test_sparse_table_equals_dense_with_length_buckets():
   with jax.enable_x64(True):
     params = jax.tree.map(jnp.asarray, _embedding_params(0))
     x1, x2 = _token_inputs(8, 0), _token_inputs(5, 1)
-    fn = budgeted.budgeted_ntk_fn(_embedding_apply, (), memory_budget_mb=1.0, microbatch=3,
+    fn = budgeted.budgeted_ntk_fn(_embedding_apply, (), memory_budget_bytes=2**20, microbatch=3,
                                   sparse_tables={"word/embedding": "input_ids"},
                                   length_buckets=(2, 4))
     for a, b in ((x1, None), (x1, x2)):
@@ -99,15 +99,21 @@ def test_bad_arguments():
     budgeted.budgeted_ntk_fn(tiny_models.mlp_apply, sparse_tables={"nope": "ids"})(
         x, None, params)
   with pytest.raises(ValueError, match="too small: leaf 'layer_1/kernel'"):
-    budgeted.budgeted_ntk_fn(tiny_models.mlp_apply, memory_budget_mb=1e-4)(x, None, params)
+    budgeted.budgeted_ntk_fn(tiny_models.mlp_apply, memory_budget_bytes=100)(x, None, params)
+  # The budget is in bytes, a positive int (the one unit of ntkft.ntk).
+  for bad in (0, 1.5, 4096.0):
+    with pytest.raises(ValueError, match="memory_budget_bytes must be a positive int"):
+      budgeted.budgeted_ntk_fn(tiny_models.mlp_apply, memory_budget_bytes=bad)
+  with pytest.raises(TypeError, match="memory_budget_mb"):
+    budgeted.budgeted_ntk_fn(tiny_models.mlp_apply, memory_budget_mb=4096.0)
 
 
 def test_plan_holds_every_jacobian_once_when_it_fits():
   plan = budgeted.plan_budget([100, 50], out_size=2, n1=64, n2=64, symmetric=True,
-                              budget_bytes=2**22)
+                              memory_budget_bytes=2**22)
   assert plan.chunk == 64 and plan.groups == ((0, 1),)
   small = budgeted.plan_budget([100, 50], out_size=2, n1=64, n2=64, symmetric=True,
-                               budget_bytes=2**20 // 4)
+                               memory_budget_bytes=2**20 // 4)
   assert small.chunk < 64 and small.bytes <= 2**20 // 4
 
 
@@ -120,11 +126,12 @@ def test_precision_reaches_every_matmul():
                                     "mask")
   leaves = rows.leaves
   group = tuple(range(len(leaves)))
-  fn = rows._fn("dense", group=group, transform=None)
+  fn = rows._fn("dense", group, transform=None)
   with precision.matmul_precision("highest"):
     hlo = fn.lower(leaves, [], x, (), ()).as_text()
     a = jnp.ones((8, 5))
-    hlo += budgeted._gram.lower(a, a, out_size=2, traced=True, precision="highest").as_text()
+    hlo += jacobian_rows.rows_gram.lower(a, a, out_size=2, traced=True,
+                                         precision="highest").as_text()
   dots = [line for line in hlo.splitlines() if "dot_general" in line]
   assert len(dots) > 10
   assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots), dots[:3]

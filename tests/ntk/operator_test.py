@@ -29,7 +29,7 @@ def test_products_and_lanczos_match_dense(problem, traced):
   k = dense[traced]
   with jax.enable_x64(True):
     matvec, dim = operator.ntk_vp_fn(tiny_models.attention_apply, (-1,) if traced else (),
-                                     chunk=3)(x, params)
+                                     batch_size=3)(x, params)
     assert dim == k.shape[0]
     v = np.random.default_rng(0).standard_normal(dim)
     np.testing.assert_allclose(matvec(v), k @ v, rtol=1e-9, atol=1e-12 * np.abs(k @ v).max())
@@ -51,5 +51,7 @@ def test_kernel_ridge_cg_solves_the_dense_system(problem):
 def test_bad_arguments():
   with pytest.raises(ValueError, match="trace_axes"):
     operator.ntk_vp_fn(tiny_models.mlp_apply, trace_axes=(0,))
+  with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    operator.ntk_vp_fn(tiny_models.mlp_apply, batch_size=0)
   with pytest.raises(ValueError, match="ridge"):
     operator.kernel_ridge_cg(lambda v: v, 3, np.ones(3), ridge=0.0)

@@ -51,3 +51,22 @@ def test_kernel_errors_on_known_cases():
   assert low_rank["kappa_rel_error"] is None and low_rank["top2_alignment"] == 1
   swapped = sketch.kernel_errors(np.diag([1.0, 2.0, 4.0]), k, top=1)
   assert swapped["top1_alignment"] == 0
+
+
+def test_kernel_errors_analyse_the_symmetric_part():
+  """An asymmetric approximation's eigen-errors are those of (A + Aᵀ)/2 (ntkft.spectral's
+  one policy); its Frobenius error counts the skew part. Integer entries: exact sums."""
+  k = np.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
+  skew = np.array([[0.0, 2.0, -1.0], [-2.0, 0.0, 3.0], [1.0, -3.0, 0.0]])
+  errors = sketch.kernel_errors(k + skew, k, top=2)
+  assert errors["lambda_max_rel_error"] == 0 and errors["lambda_min_rel_error"] == 0
+  assert errors["kappa_rel_error"] == 0 and errors["top2_alignment"] == pytest.approx(1.0)
+  assert errors["rel_error"] == pytest.approx(np.linalg.norm(skew) / np.linalg.norm(k))
+
+
+def test_kernel_errors_reject_non_finite_kernels():
+  k = np.diag([4.0, 2.0, 1.0])
+  with pytest.raises(ValueError, match="approx has non-finite entries"):
+    sketch.kernel_errors(np.diag([np.nan, 2.0, 1.0]), k)
+  with pytest.raises(ValueError, match="two square kernels"):
+    sketch.kernel_errors(np.ones((3, 2)), np.ones((3, 2)))

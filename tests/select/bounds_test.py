@@ -163,14 +163,15 @@ def test_bad_inputs(call, match):
 def minilm_blocks():
   """Per-block NTKs of MiniLM at θ0 (LoRA q, v on layers 3-5), n=10, ~10 s."""
   from configs import select_layers
-  from ntkft import ntk, ntk_report, theta0
+  from ntkft import ntk, theta0
+  from ntkft.theta0 import kernels as theta0_kernels
   config = select_layers.get_config("runlocal")
   config.n = 10
   config.peft.layers = "3,4,5"       # the config field is a string ("all")
   config.peft.init = "gaussian"       # A and B both active
   start = theta0.build_theta0(config)
   trainable, frozen, apply = start.trainable, start.frozen, start.apply
-  x = ntk_report.kernel_sample(config, start).inputs()
+  x = theta0_kernels.kernel_sample(config, start).inputs()
   blocks = ntk.per_block_ntk_fn(apply, "layer_projection")(x, None, trainable,
                                                            frozen)
   return {k: np.asarray(v, np.float64) for k, v in blocks.items()}

@@ -1,12 +1,17 @@
-"""The frozen-prefix cache: outputs and gradients equal the full model's."""
+"""The frozen-prefix cache: outputs, gradients and donated train steps equal the full model's."""
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ntkft import data, peft
 from ntkft.models import EncoderConfig, HeadConfig, functional, init_model
 from ntkft.train import losses, prefix_cache
 from ntkft.train import step as step_lib
+from ntkft.train.state import TrainState
 
 NUM_LAYERS = 4
 MAX_LEN = 12
@@ -62,6 +67,47 @@ def test_outputs_and_gradients_equal_full_model(layers, mode):
   for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_cached)):
     assert np.abs(np.asarray(a)).max() > 0
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(np.asarray(a)).max())
+
+
+def _frozen_buffers(state):
+  """Addresses of the frozen parameters' buffers, in leaf order."""
+  return [x.unsafe_buffer_pointer() for x in jax.block_until_ready(jax.tree.leaves(state.frozen))]
+
+
+@pytest.mark.parametrize("mode", step_lib.MODES)
+def test_donated_cached_steps_end_where_the_full_model_steps_end(mode):
+  """Three SGD steps, jitted with the state donated as ntkft.train.loop and
+  benchmarks/train_step.py jit them: the cached run's parameters equal the full
+  model's, and every step hands the frozen parameters back in their own buffers
+  (aliased, not copied)."""
+  model, trainable, frozen, enc = _setup((2, 3))
+  cache = prefix_cache.PrefixCache.build(model, trainable, model.params, {"train": enc},
+                                         batch_size=4, buckets=BUCKETS, max_len=MAX_LEN)
+  tx = optax.sgd(0.1)
+  loss_fn = losses.loss_fn("squared", 3, False)
+  batches = data.eval_batches(enc, 4, BUCKETS, MAX_LEN)   # 3 batches, 2 lengths, 1 pad row
+  p0 = _moved(trainable, 1)                               # B != 0: every leaf has a gradient
+  ends = {}
+  for name, apply_fn, feed in (("full", model.apply_fn, lambda b: b),
+                               ("cached", cache.apply_fn, lambda b: cache.attach(b, "train"))):
+    step = jax.jit(functools.partial(step_lib.train_step,
+                                     outputs_fn=step_lib.model_fn(mode, apply_fn),
+                                     loss_fn=loss_fn, tx=tx), donate_argnums=0)
+    state = jax.tree.map(jnp.copy, TrainState(
+        step=jnp.zeros([], jnp.int32), trainable=p0, trainable0=p0, frozen=frozen,
+        opt_state=tx.init(p0), rng=jax.random.PRNGKey(0)))
+    for b in batches:
+      before = _frozen_buffers(state)
+      state, _ = step(state, feed(b))
+      assert _frozen_buffers(state) == before, f"{name}: frozen params copied, not aliased"
+    ends[name] = state
+  assert int(ends["cached"].step) == len(batches)
+  full = jax.tree.leaves(ends["full"].trainable)
+  moved = max(np.abs(np.asarray(f) - np.asarray(a)).max()
+              for f, a in zip(full, jax.tree.leaves(p0)))
+  assert moved > 1e-3
+  for f, c in zip(full, jax.tree.leaves(ends["cached"].trainable)):
+    np.testing.assert_allclose(c, f, rtol=0, atol=1e-4 * moved)
 
 
 def test_cached_states_are_the_layer_inputs_and_padding_rows_are_zero():

@@ -1,7 +1,7 @@
 """Untraced plain and sign (Adam) kernels of a trainable set, per block, in float64.
 
-``block_kernels(apply, trainable, frozen, x, block_of)`` returns, for the N
-examples ``x``, outputs of C logits and every block b of the trainable leaves,
+``untraced_block_kernels(apply, trainable, frozen, x, block_of)`` returns, for the
+N examples ``x``, outputs of C logits and every block b of the trainable leaves,
 
   {("plain", b): J_b J_bᵀ,  ("sign", b): J_b sign(J_b)ᵀ}        each (N, N, C, C) float64
 
@@ -18,8 +18,6 @@ parameters, so blocks add: K_S = Σ_{b∈S} K_b.
 ``layer_block`` the split per encoder layer + head. The predictors of
 ``ntkft.spectral.predictors`` are computed from these.
 """
-import functools
-import re
 from typing import Callable
 
 import jax
@@ -27,7 +25,8 @@ import numpy as np
 
 from ntkft import xla_workarounds
 from ntkft.models import flatten, unflatten
-from ntkft.ntk import chunking
+from ntkft.models.blocks import encoder_layer_index
+from ntkft.ntk import chunking, jacobians
 from ntkft.ntk import precision as precision_lib
 from ntkft.typing import Params
 
@@ -54,21 +53,8 @@ def split_head(trainable: Params) -> dict[str, Params]:
 
 def layer_block(path: str) -> str:
   """Block of a leaf path: ``layer_<i>`` for ``encoder/layer_<i>/...``, else ``head``."""
-  m = _LAYER.match(path)
-  return f"layer_{m.group(1)}" if m else "head"
-
-
-_LAYER = re.compile(r"^encoder/layer_(\d+)/")
-
-
-@functools.lru_cache(maxsize=None)
-def _jacobian_fn(apply: Callable) -> Callable:
-  """jit(vmap(jacrev)): (trainable, frozen, x) -> per-example Jacobians, leaves (n, C, *leaf)."""
-
-  def single(p, frozen, x_one):
-    return apply(p, jax.tree.map(lambda a: a[None], x_one), frozen)[0]
-
-  return jax.jit(jax.vmap(jax.jacrev(single), in_axes=(None, None, 0)))
+  layer = encoder_layer_index(path)
+  return "head" if layer is None else f"layer_{layer}"
 
 
 def block_jacobians(apply: Callable, trainable: Params, frozen: Params, x, block_of: Callable,
@@ -90,7 +76,10 @@ def block_jacobians(apply: Callable, trainable: Params, frozen: Params, x, block
     blocks.setdefault(block_of(name), []).append(name)
   rows, _ = chunking.example_chunks(n, chunk_size or None)
   parts = {b: [] for b in blocks}
-  jac = _jacobian_fn(apply)
+  # jit(vmap(jacrev)): (trainable, frozen, x) -> per-example Jacobians, leaves (n, C, *leaf),
+  # compiled once per apply in the core's cache (an apply that cannot be weakly referenced
+  # compiles once per call: this call's own dict).
+  jac = jacobians.jitted_tree(apply, jacobians.per_example_tree, {})
   with precision_lib.matmul_precision("highest"):
     for r0, r1 in rows:
       xc = jax.tree.map(lambda a, r0=r0, r1=r1: a[r0:r1], x)
@@ -107,8 +96,8 @@ def _untraced(gram: np.ndarray, n: int) -> np.ndarray:
   return gram.reshape(n, c, n, c).transpose(0, 2, 1, 3)
 
 
-def block_kernels(apply: Callable, trainable: Params, frozen: Params, x, block_of: Callable,
-                  chunk_size: int = 0) -> dict:
+def untraced_block_kernels(apply: Callable, trainable: Params, frozen: Params, x,
+                           block_of: Callable, chunk_size: int = 0) -> dict:
   """{(kind, block): (N, N, C, C) float64} plain and sign kernels of every block.
 
   One Jacobian pass (:func:`block_jacobians`, arguments as there); per block
@@ -127,4 +116,4 @@ def head_lora_kernels(apply: Callable, trainable: Params, frozen: Params, x,
                       chunk_size: int = 0) -> dict:
   """The four (N, N, C, C) kernels of the module docstring (blocks "lora", "head")."""
   split_head(trainable)  # both parts must exist
-  return block_kernels(apply, trainable, frozen, x, _part_of, chunk_size)
+  return untraced_block_kernels(apply, trainable, frozen, x, _part_of, chunk_size)

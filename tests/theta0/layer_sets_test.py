@@ -1,19 +1,23 @@
 """Layer-set kernels and their predictors against explicit Jacobians; float64 Grams at κ ≈ 1e8."""
+import gc
+import weakref
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ntkft import data, peft
-from ntkft.layer_set_kernels import (
+from ntkft.models import EncoderConfig, HeadConfig, init_model
+from ntkft.ntk import jacobians
+from ntkft.spectral import predictors as pred
+from ntkft.theta0.layer_sets import (
   block_jacobians,
-  block_kernels,
   head_lora_kernels,
   layer_block,
   split_head,
+  untraced_block_kernels,
 )
-from ntkft.models import EncoderConfig, HeadConfig, init_model
-from ntkft.spectral import predictors as pred
 
 
 @pytest.fixture(scope="module")
@@ -117,13 +121,13 @@ def _planted_kappa_1e8():
   return apply, params, {"x": jnp.asarray(xs, jnp.float32)}, j64
 
 
-def test_block_kernels_resolve_lambda_min_at_kappa_1e8():
+def test_untraced_block_kernels_resolve_lambda_min_at_kappa_1e8():
   """Amendment 2, item 7: float64 Grams from the float32 Jacobian keep λmin at κ ≈ 1e8
   within 1e-3 relative; a float32 Gram of the same Jacobian does not."""
   apply, params, x, j64 = _planted_kappa_1e8()
   ref = np.linalg.eigvalsh(j64 @ j64.T)
   assert 5e7 < ref[-1] / ref[0] < 5e8  # the planted κ ≈ 1e8
-  kernels = block_kernels(apply, params, {}, x, layer_block, chunk_size=4)
+  kernels = untraced_block_kernels(apply, params, {}, x, layer_block, chunk_size=4)
   assert {b for _, b in kernels} == {"layer_0", "head"}
   assert all(k.dtype == np.float64 for k in kernels.values())
   eig = np.linalg.eigvalsh(pred.flat(kernels[("plain", "layer_0")] + kernels[("plain", "head")]))
@@ -136,3 +140,19 @@ def test_block_kernels_resolve_lambda_min_at_kappa_1e8():
   np.testing.assert_array_equal(j32, j64)
   eig32 = np.linalg.eigvalsh((j32 @ j32.T).astype(np.float64))
   assert abs(eig32[0] - ref[0]) > 0.1 * ref[0]  # 100× the tolerance above (0.93 here)
+
+
+def test_block_jacobians_compile_in_the_core_cache_and_release_apply():
+  """The Jacobian program lives in the one weakly keyed cache (ntkft.ntk.jacobians): a second
+  call reuses it, and it does not keep ``apply`` (nor its compiled programs) alive."""
+  apply, params, x, _ = _planted_kappa_1e8()
+  first = block_jacobians(apply, params, {}, x, layer_block, chunk_size=4)
+  program = jacobians.jitted_tree(apply, jacobians.per_example_tree, {})
+  again = block_jacobians(apply, params, {}, x, layer_block)
+  assert jacobians.jitted_tree(apply, jacobians.per_example_tree, {}) is program
+  for b in first:
+    np.testing.assert_array_equal(again[b], first[b])
+  alive = weakref.ref(apply)
+  del apply, program
+  gc.collect()
+  assert alive() is None

@@ -5,8 +5,9 @@ import pytest
 
 from configs import ntk_spectrum
 from experiments import layer_study
-from ntkft import ntk_report, peft, theta0, theta0_kernels
+from ntkft import peft, theta0
 from ntkft.models import HeadConfig, flatten, load_pretrained
+from ntkft.theta0 import kernels as theta0_kernels
 from ntkft.train import loop
 from tests import test_util
 
@@ -91,7 +92,7 @@ def test_layer_blocks_of_the_all_layer_model_are_the_kernels_of_s(model_dir):
   config_s = kernel_config(model_dir)
   config_all = kernel_config(model_dir, range(NUM_LAYERS))
   start_s = theta0.build_theta0(config_s)
-  sample = ntk_report.kernel_sample(config_s, start_s)
+  sample = theta0_kernels.kernel_sample(config_s, start_s)
   only_s = theta0_kernels.per_block_kernels(start_s, sample, "layer")
   every = theta0_kernels.per_block_kernels(theta0.build_theta0(config_all), sample, "layer")
   assert sorted(only_s.kernels) == ["head"] + [f"layer_{i}" for i in LAYERS]
