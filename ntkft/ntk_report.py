@@ -32,7 +32,7 @@ from ntkft.theta0 import kernels as theta0_kernels
 
 def operator_spectrum(config, apply, trainable, frozen, x) -> dict:
   """Extreme eigenvalues of the traced NTK by Lanczos on ntk_vp_fn (K never formed)."""
-  matvec, n = ntk.ntk_vp_fn(apply, chunk=config.chunk_size or 64)(x, trainable, frozen)
+  matvec, n = ntk.ntk_vp_fn(apply, batch_size=config.chunk_size or 64)(x, trainable, frozen)
   iters = min(n, int(config.get("lanczos_iters", 0)) or n)
   top, bottom = spectral.lanczos_eigs(matvec, n, k=1, num_iters=iters)
   kappa = spectral.condition_number([bottom[0], top[0]])   # inf (λmin <= 0) -> null
