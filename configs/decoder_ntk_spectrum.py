@@ -12,7 +12,7 @@ from ntkft import config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, task="sst2", kind="ntk", family="gpt2", runlocal=False)
+  arg = config_lib.parse_arg(arg, task="sst2", kind="plain", family="gpt2", runlocal=False)
   c = ntk_spectrum.get_config(",".join([f"task={arg.task}", f"kind={arg.kind}"]
                                        + (["runlocal"] if arg.runlocal else [])))
   c.model.name = arg.family       # a local HF folder; the family default is only a placeholder

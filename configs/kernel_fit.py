@@ -1,4 +1,4 @@
-"""Kernel classifiers (ridge, logistic, SVM, asymmetric LS-SVM) on the NTK and Adam kernel.
+"""Kernel classifiers (ridge, logistic, SVM, asymmetric LS-SVM) on the plain and sign kernels.
 
   python -m ntkft.kernel_fit --config=configs/kernel_fit.py --workdir=runs/kfit_sst2_16
   python -m ntkft.kernel_fit --config=configs/kernel_fit.py:task=mrpc,kshot=512-13 --workdir=...
@@ -33,10 +33,10 @@ def get_config(arg=None):
                 train_split="train", eval_split="test",  # use "dev" with kshot=""
                 n_train=0, n_eval=0,  # subsample to this many (0: all)
                 max_len=128)
-  c.kernels = ("ntk", "adam")
+  c.kernels = ("plain", "sign")     # J Jᵀ (the NTK), J sign(J)ᵀ (Malladi et al.'s Adam kernel)
   c.solvers = ("ridge", "logistic", "svm", "asym_ls_svm")
   c.reg = dict(ridge=1e-3, logistic=1e-3, svm=1e-3, asym_ls_svm=1e-3)
-  c.adam_eps = 0.0                  # ε of the smoothed sign (0: exact sign)
+  c.sign_eps = 0.0                  # ε of the smoothed sign (0: exact sign)
   # Examples per kernel chunk (0: all at once). A column chunk's Jacobians are
   # recomputed for every row chunk, so big chunks save work (memory permitting).
   c.chunk_size = 256

@@ -1,11 +1,11 @@
-"""Kernel classifiers on a task: each solver on the NTK and the Adam kernel at θ0.
+"""Kernel classifiers on a task: each solver on the plain and the sign kernel at θ0.
 
   python -m ntkft.kernel_fit --config=configs/kernel_fit.py --workdir=runs/kfit_sst2_16
   python -m ntkft.kernel_fit --config=configs/kernel_fit.py:runlocal --workdir=/tmp/kfit
 
 Computes, over the parameters ``config.peft`` selects at θ0
 (:func:`ntkft.theta0.kernels.kernel_fn` of ``ntkft.theta0.build_theta0``), the
-train×train and eval×train kernels (and train×eval for the asymmetric Adam
+train×train and eval×train kernels (and train×eval for the asymmetric sign
 kernel), divides them by the mean diagonal of the train×train kernel (so the
 solvers' ``reg`` values are scale-free), and fits every solver of
 ``ntkft.kernel.classifiers`` on every kernel. The examples come from the task's
@@ -17,7 +17,8 @@ Writes ``<workdir>/kernel_fit.json``::
 
   task, kshot, train_split, eval_split, n_train, n_eval, num_params,
   dev_metric_name, f0_dev_metric (the model at θ0),
-  results: {kernel: {solver: {dev_metric, dev_metrics, reg}}},
+  results: {kernel: {solver: {dev_metric, dev_metrics, reg}}}, kernel in config.kernels
+    ("plain": the NTK J Jᵀ, "sign": J sign(J)ᵀ, Malladi et al. 2023's Adam kernel),
   kernel_scale: {kernel: mean diagonal of its train×train matrix},
   kernel_seconds: {kernel: seconds}, wall_seconds
 """
@@ -32,6 +33,7 @@ from ntkft.evals import metrics as metrics_lib
 from ntkft.kernel import classifiers
 from ntkft.theta0 import kernels as theta0_kernels
 from ntkft.train.loop import data_dir_for, parse_kshot
+from ntkft.typing import SIGN, check_kernel_kind
 
 
 def load_split_pair(config, task, tokenizer):
@@ -52,7 +54,7 @@ def kernels(fn, kind, x_train, x_eval):
   """{"train_train", "eval_train"[, "train_eval"]} float64 kernels of one kind, from
   ``fn(x1, x2=None)`` of :func:`ntkft.theta0.kernels.kernel_fn`."""
   out = {"train_train": fn(x_train), "eval_train": fn(x_eval, x_train)}
-  if kind == "adam":  # the asymmetric solver needs K(x_train, x_eval) too
+  if kind == SIGN:  # the asymmetric solver needs K(x_train, x_eval) too
     out["train_eval"] = fn(x_train, x_eval)
   return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
@@ -85,9 +87,8 @@ def _check_config(config, task):
   missing = [s for s in config.solvers if s not in config.reg]
   if missing:
     raise ValueError(f"config.reg has no value for solver(s) {missing}")
-  bad = [k for k in config.kernels if k not in theta0_kernels.KINDS]
-  if bad:
-    raise ValueError(f"config.kernels: unknown {bad}; choose from {theta0_kernels.KINDS}")
+  for kind in config.kernels:
+    check_kernel_kind(kind, "config.kernels")
   if task.is_regression:
     raise ValueError(f"kernel_fit: task {task.name} is a regression task; the kernel "
                      "classifiers need class labels")
@@ -121,7 +122,7 @@ def run(config, workdir: str) -> dict:
     bar = tqdm.tqdm(desc=f"{kind} kernel chunks", disable=not config.progress)
     fn = theta0_kernels.kernel_fn(start, kind, chunk_size=config.chunk_size,
                                   length_buckets=config.length_buckets, bar=bar,
-                                  adam_eps=config.adam_eps)
+                                  sign_eps=config.sign_eps)
     k = kernels(fn, kind, x_train, x_eval)
     bar.close()
     seconds[kind] = time.time() - t

@@ -3,7 +3,7 @@
   python -m ntkft.ntk_report --config=configs/ntk_spectrum.py --workdir=runs/ntk_sst2
   python -m ntkft.ntk_report --config=configs/ntk_spectrum.py:runlocal --workdir=/tmp/ntk
 
-The kernels (``config.kind``: "ntk" per block, or the whole "adam" sign kernel)
+The kernels (``config.kind``: "plain", the NTK per block, or "sign", the whole sign kernel)
 come from :func:`ntkft.theta0.kernels.kernels_of_config`; this command prints
 and writes them into the workdir:
   kernel.npz      ``kernel`` (n, n), ``labels`` (n,), ``fx0`` (n, C) outputs at θ0
@@ -28,6 +28,7 @@ import numpy as np
 
 from ntkft import cli, data, ntk, peft, spectral, theta0
 from ntkft.theta0 import kernels as theta0_kernels
+from ntkft.typing import PLAIN, SIGN, check_kernel_kind
 
 
 def operator_spectrum(config, apply, trainable, frozen, x) -> dict:
@@ -45,18 +46,16 @@ def run(config, workdir: str) -> dict:
   t0 = time.time()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if config.kind not in theta0_kernels.KINDS:
-    raise ValueError(f"config.kind={config.kind!r}: unknown kernel kind; choose from "
-                     f"{theta0_kernels.KINDS}")
+  check_kernel_kind(config.kind, "config.kind")
   task = data.get_task(config.task)
   start = theta0.build_theta0(config)
   spec, trainable = start.spec, start.trainable
   print(peft.describe(trainable, start.frozen))
   if config.implementation == "operator":
-    if config.kind != "ntk":
-      raise ValueError("implementation='operator' computes the NTK only (kind='ntk')")
+    if config.kind != PLAIN:
+      raise ValueError("implementation='operator' computes the NTK only (kind='plain')")
     sample = theta0_kernels.kernel_sample(config, start)
-    summary = {"task": task.name, "split": config.data.split, "kind": "ntk",
+    summary = {"task": task.name, "split": config.data.split, "kind": PLAIN,
                "n": int(config.n), "num_params": peft.count(trainable),
                "implementation": "operator",
                **operator_spectrum(config, start.apply, trainable, start.frozen,
@@ -68,7 +67,7 @@ def run(config, workdir: str) -> dict:
   bk = theta0_kernels.kernels_of_config(config, config.kind, start=start)
   kernel, blocks, fx0, labels, index = bk.kernel, bk.kernels, bk.fx0, bk.labels, bk.index
 
-  symmetrize = config.kind == "adam"
+  symmetrize = config.kind == SIGN
   stats = spectral.spectrum_stats(kernel, symmetrize=symmetrize)
   block_stats = {}
   for name, k_b in blocks.items():

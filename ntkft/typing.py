@@ -28,3 +28,19 @@ KernelKind = Literal["plain", "sign"]
 PLAIN: KernelKind = "plain"
 SIGN: KernelKind = "sign"
 KERNEL_KINDS: tuple[KernelKind, ...] = (PLAIN, SIGN)
+# The kinds' former names (some modules and configs said "ntk"/"adam"), for the error only.
+_RENAMED_KINDS = {"ntk": PLAIN, "adam": SIGN}
+
+
+def check_kernel_kind(kind, where: str) -> KernelKind:
+  """Returns ``kind`` if it is one of :data:`KERNEL_KINDS`.
+
+  Raises:
+    ValueError (one line): naming ``kind``, ``where`` it was given and the valid
+      kinds; for a former name ("ntk", "adam") also the name it became.
+  """
+  if isinstance(kind, str) and kind in KERNEL_KINDS:
+    return kind
+  renamed = _RENAMED_KINDS.get(kind) if isinstance(kind, str) else None
+  hint = f" (renamed to {renamed!r})" if renamed else ""
+  raise ValueError(f"{where}: unknown kernel kind {kind!r}{hint}; choose from {KERNEL_KINDS}")

@@ -73,7 +73,7 @@ def test_every_kernel_function_refuses_when_the_canary_fails(monkeypatch):
       "ntk_vector_products": lambda: ntk.empirical_ntk_fn(
           apply, implementation="ntk_vector_products"),
       "per_block_ntk_fn": lambda: ntk.per_block_ntk_fn(apply, ntk.block_of_fn("layer")),
-      "adam_ntk_fn": lambda: ntk.adam_ntk_fn(apply),
+      "sign_ntk_fn": lambda: ntk.sign_ntk_fn(apply),
       "sharded_ntk_fn": lambda: sharded.sharded_ntk_fn(apply, mesh.make_mesh((("data", -1),))),
       "ntk_vp_fn": lambda: ntk.ntk_vp_fn(apply),
       "budgeted_ntk_fn": lambda: ntk.budgeted_ntk_fn(apply)(x, None, params),

@@ -26,7 +26,7 @@ the outputs; see :mod:`ntkft.ntk.empirical`). Shared argument names:
 
 Kernel kinds have one name each (:data:`ntkft.typing.KERNEL_KINDS`): "plain",
 K = J(x1) J(x2)ᵀ (the NTK), and "sign", K = J(x1) sign(J(x2))ᵀ
-(:func:`adam_ntk_fn`, Malladi et al.'s Adam kernel; asymmetric: analyse
+(:func:`sign_ntk_fn`, Malladi et al.'s Adam kernel; asymmetric: analyse
 ``ntkft.spectral.symmetric_kernel(K, symmetrize=True)``).
 
 Which function for which N (examples), O (outputs per example), P (parameters)
@@ -50,7 +50,7 @@ check of the above                  implementation=                N1 N2 O jvp p
 per-block kernels K_b,            per_block_ntk_fn(block_of)       as above (vector products:
 sum_b K_b = K                                                      passes per block)
 --------------------------------  -------------------------------  --------------------------------
-the sign kernel (asymmetric)      adam_ntk_fn(eps)                 as jacobian_contraction
+the sign kernel (asymmetric)      sign_ntk_fn(eps)                 as jacobian_contraction
 --------------------------------  -------------------------------  --------------------------------
 outputs (N, O), exact, float64:   budgeted_ntk_fn(                 the budget + the output / N O
 all Jacobians (N O P floats)        memory_budget_bytes,           backward passes per parameter
@@ -92,9 +92,9 @@ from ntkft.ntk.budgeted import budgeted_ntk_fn
 from ntkft.ntk.chunking import pack_leaves, plan_chunks, plan_param_groups
 from ntkft.ntk.empirical import (
     NtkImplementation,
-    adam_ntk_fn,
     empirical_ntk_fn,
     per_block_ntk_fn,
+    sign_ntk_fn,
 )
 from ntkft.ntk.operator import kernel_ridge_cg, ntk_vp_fn
 from ntkft.ntk.sharded import sharded_ntk_fn
@@ -102,9 +102,9 @@ from ntkft.ntk.sketch import count_sketch_ntk_fn, kernel_errors, pntk_fn
 from ntkft.typing import KERNEL_KINDS
 
 __all__ = [
-    "BLOCK_MODES", "KERNEL_KINDS", "NtkImplementation", "adam_ntk_fn", "block_names",
-    "block_of_fn", "block_param_counts", "budgeted_ntk_fn", "count_sketch_ntk_fn",
-    "empirical_ntk_fn", "kernel_errors", "kernel_ridge_cg", "leaf_paths", "ntk_vp_fn",
-    "pack_leaves", "per_block_ntk_fn", "plan_chunks", "plan_param_groups", "pntk_fn",
-    "sharded_ntk_fn",
+    "BLOCK_MODES", "KERNEL_KINDS", "NtkImplementation", "block_names", "block_of_fn",
+    "block_param_counts", "budgeted_ntk_fn", "count_sketch_ntk_fn", "empirical_ntk_fn",
+    "kernel_errors", "kernel_ridge_cg", "leaf_paths", "ntk_vp_fn", "pack_leaves",
+    "per_block_ntk_fn", "plan_chunks", "plan_param_groups", "pntk_fn", "sharded_ntk_fn",
+    "sign_ntk_fn",
 ]

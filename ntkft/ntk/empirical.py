@@ -59,7 +59,7 @@ References:
   Jacot, Gabriel, Hongler. "Neural Tangent Kernel", NeurIPS 2018.
   Novak et al. "Fast Finite Width Neural Tangent Kernel", ICML 2022.
   Malladi et al. "A Kernel-Based View of Language Model Fine-Tuning", ICML 2023
-  (the sign kernel J sign(J)ᵀ of Adam / SignGD, :func:`adam_ntk_fn`).
+  (the sign kernel J sign(J)ᵀ of Adam / SignGD, :func:`sign_ntk_fn`).
 """
 from typing import Callable, Optional, Sequence, Union
 
@@ -105,7 +105,7 @@ def empirical_ntk_fn(
     implementation: ``"jacobian_contraction"`` (default) or
       ``"ntk_vector_products"`` (or the :class:`NtkImplementation` values).
     **options: keyword-only, shared by :func:`per_block_ntk_fn` and
-      :func:`adam_ntk_fn`:
+      :func:`sign_ntk_fn`:
 
       * ``batch_size``: example-chunk size; None (default) for no chunking.
       * ``memory_budget_bytes``: bound in bytes on the two chunk Jacobians of
@@ -187,7 +187,7 @@ def per_block_ntk_fn(apply_fn: ApplyFn, block_of: blocks_lib.BlockOf,
   return block_ntk_fn
 
 
-def adam_ntk_fn(apply_fn: ApplyFn, *, eps: Optional[float] = None,
+def sign_ntk_fn(apply_fn: ApplyFn, *, eps: Optional[float] = None,
                 **options) -> Callable[..., Array]:
   """Returns ``fn(x1, x2, params, *extra)``, the sign kernel (kind ``"sign"``).
 

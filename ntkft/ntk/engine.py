@@ -25,7 +25,7 @@ from ntkft.ntk import jacobians as jacobians_lib
 from ntkft.ntk import layout as layout_lib
 from ntkft.ntk import lengths as lengths_lib
 from ntkft.ntk import precision as precision_lib
-from ntkft.typing import KERNEL_KINDS, PLAIN, ApplyFn, Array, Params
+from ntkft.typing import PLAIN, ApplyFn, Array, Params, check_kernel_kind
 
 OnChunk = Callable[[dict], None]
 
@@ -92,8 +92,7 @@ class KernelEngine:
     if config.memory_budget_bytes is not None:
       chunking.check_positive("memory_budget_bytes",
                               config.memory_budget_bytes)
-    if config.kind not in KERNEL_KINDS:
-      raise ValueError(f"kernel kind must be one of {KERNEL_KINDS}, got {config.kind!r}")
+    check_kernel_kind(config.kind, "make_engine")
     if config.eps is not None and not config.eps > 0:
       raise ValueError(f"eps must be positive or None, got {config.eps!r}")
     if config.length_buckets is not None and (

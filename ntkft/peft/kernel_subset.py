@@ -10,7 +10,7 @@ a compile-time constant). ``kernel_subset(model, spec)`` does that split once::
   sub = peft.kernel_subset(model, spec)
   k_train = sub.ntk_fn()(x_train)                  # (n, n), traced over logits
   k_test = sub.ntk_fn()(x_test, x_train)           # (m, n)
-  k_adam = sub.ntk_fn("adam")(x_test, x_train)     # J(x_test) · sign J(x_train)
+  k_sign = sub.ntk_fn("sign")(x_test, x_train)     # J(x_test) · sign J(x_train)
 
 ``spec`` is a ``PeftSpec`` (LoRA adapters, BitFit biases, whole layers, the
 head) or an explicit iterable of '/'-joined parameter names.
@@ -23,8 +23,7 @@ import jax
 from ntkft import ntk
 from ntkft.models.functional import Model
 from ntkft.peft.subsets import PeftSpec, combine, count, partition, trainable_names
-
-KINDS = ("ntk", "adam")
+from ntkft.typing import PLAIN, check_kernel_kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,20 +50,22 @@ class KernelSubset:
     """(N, C) model outputs at these parameters."""
     return jax.jit(self.apply_fn)(self.trainable, x, self.frozen)
 
-  def ntk_fn(self, kind: str = "ntk", **options: Any) -> Callable[..., jax.Array]:
+  def ntk_fn(self, kind: str = PLAIN, **options: Any) -> Callable[..., jax.Array]:
     """``fn(x1, x2=None) -> K`` over this subset.
 
     Args:
-      kind: "ntk" (``ntk.empirical_ntk_fn``, K = J(x1) J(x2)ᵀ) or "adam"
-        (``ntk.adam_ntk_fn``, K = J(x1) sign J(x2)ᵀ; put training examples
+      kind: "plain" (``ntk.empirical_ntk_fn``, K = J(x1) J(x2)ᵀ) or "sign"
+        (``ntk.sign_ntk_fn``, K = J(x1) sign J(x2)ᵀ; put training examples
         in x2).
       **options: keyword arguments of those functions (trace_axes (default
         (-1,): mean over logits), batch_size, memory_budget_bytes,
-        length_buckets, implementation for "ntk", eps for "adam", ...).
+        length_buckets, implementation for "plain", eps for "sign", ...).
+
+    Raises:
+      ValueError: an unknown kind (:func:`ntkft.typing.check_kernel_kind`).
     """
-    if kind not in KINDS:
-      raise ValueError(f"unknown kernel kind {kind!r}; choose from {KINDS}")
-    make = ntk.empirical_ntk_fn if kind == "ntk" else ntk.adam_ntk_fn
+    check_kernel_kind(kind, "KernelSubset.ntk_fn")
+    make = ntk.empirical_ntk_fn if kind == PLAIN else ntk.sign_ntk_fn
     fn = make(self.apply_fn, **options)
 
     def kernel(x1, x2=None) -> jax.Array:
@@ -102,4 +103,4 @@ def kernel_subset(model: Model, spec: PeftSpec | Iterable[str]) -> KernelSubset:
   return KernelSubset(apply_fn, trainable, frozen, tuple(names))
 
 
-__all__ = ["KINDS", "KernelSubset", "kernel_subset"]
+__all__ = ["KernelSubset", "kernel_subset"]

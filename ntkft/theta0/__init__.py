@@ -15,8 +15,8 @@ per-layer blocks of a model with LoRA on every layer are the blocks a run with
 LoRA on a subset S of the layers starts from.
 
 The kernels at this θ0 are in the package's two modules:
-``ntkft.theta0.kernels`` (the θ0-kernel service: per-block NTKs or the whole
-Adam kernel of a config, for the commands and experiments) and
+``ntkft.theta0.kernels`` (the θ0-kernel service: per-block NTKs, kind "plain", or the
+whole sign kernel, kind "sign", of a config, for the commands and experiments) and
 ``ntkft.theta0.layer_sets`` (the κ study's untraced per-block plain and sign
 kernels, float64 Grams of one Jacobian pass).
 """

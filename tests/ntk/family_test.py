@@ -10,7 +10,7 @@ from ntkft import typing as ntkft_typing
 from ntkft.ntk import chunking, empirical, engine, layout
 from ntkft.spectral import predictors
 
-FACTORIES = ("empirical_ntk_fn", "per_block_ntk_fn", "adam_ntk_fn", "budgeted_ntk_fn",
+FACTORIES = ("empirical_ntk_fn", "per_block_ntk_fn", "sign_ntk_fn", "budgeted_ntk_fn",
              "sharded_ntk_fn", "ntk_vp_fn", "pntk_fn", "count_sketch_ntk_fn")
 
 
@@ -62,11 +62,47 @@ def test_one_vocabulary_of_kernel_kinds():
   # The κ study's stored predictor keys are built from these names.
   assert predictors.KINDS == ntkft_typing.KERNEL_KINDS
   assert predictors.kernel_name("sign", "traced", "nohead") == "sign_traced_nohead"
-  with pytest.raises(ValueError, match="kernel kind must be one of"):
-    engine.make_engine(lambda p, x: x, block_of=None, trace_axes=(-1,), diagonal_axes=(),
-                       implementation="jacobian_contraction", kind="adam", eps=None,
-                       batch_size=None, memory_budget_bytes=None, on_chunk=None,
-                       length_buckets=None, mask_key="attention_mask")
+  for kind in ("plain", "sign"):
+    assert ntkft_typing.check_kernel_kind(kind, "here") == kind
+  with pytest.raises(ValueError, match=r"make_engine: unknown kernel kind 'rbf'; choose from"):
+    _make_engine("rbf")
+
+
+def _make_engine(kind):
+  return engine.make_engine(lambda p, x: x, block_of=None, trace_axes=(-1,), diagonal_axes=(),
+                            implementation="jacobian_contraction", kind=kind, eps=None,
+                            batch_size=None, memory_budget_bytes=None, on_chunk=None,
+                            length_buckets=None, mask_key="attention_mask")
+
+
+@pytest.mark.parametrize("old, new", [("ntk", "plain"), ("adam", "sign")])
+def test_former_kind_names_are_refused_with_one_line_naming_the_new_one(old, new, tmp_path):
+  # The kinds were once "ntk"/"adam" in some modules: every entry point refuses them,
+  # before any model or data is loaded, with one line naming the value, where, and the kinds.
+  from configs import kernel_fit as kernel_fit_config
+  from configs import ntk_spectrum
+  from ntkft import kernel_fit, ntk_report
+  from ntkft.theta0 import kernels as theta0_kernels
+
+  fit_config = kernel_fit_config.get_config("runlocal")
+  fit_config.kernels = (old,)
+  report_config = ntk_spectrum.get_config(f"runlocal,kind={old}")
+  report_config.model.name = str(tmp_path / "no_model_here")
+  calls = {
+      "here": lambda: ntkft_typing.check_kernel_kind(old, "here"),
+      "make_engine": lambda: _make_engine(old),
+      "kernels_of_config": lambda: theta0_kernels.kernels_of_config(report_config, old),
+      "config.kind": lambda: ntk_report.run(report_config, str(tmp_path / "report")),
+      "config.kernels": lambda: kernel_fit.run(fit_config, str(tmp_path / "fit")),
+  }
+  for where, call in calls.items():
+    with pytest.raises(ValueError) as err:
+      call()
+    message = str(err.value)
+    assert "\n" not in message, where
+    assert message.startswith(f"{where}"), message
+    assert f"unknown kernel kind {old!r} (renamed to {new!r}); " \
+           "choose from ('plain', 'sign')" in message, message
 
 
 @pytest.mark.parametrize("trace_axes, traced", [((-1,), True), ((1,), True), (-1, True),

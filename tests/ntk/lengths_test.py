@@ -111,7 +111,7 @@ def test_kernel_equal_with_and_without_buckets():
     _close(cut(a, b, trainable, frozen), plain(a, b, trainable, frozen))
 
 
-def test_chunked_block_and_adam_kernels_equal_with_and_without_buckets():
+def test_chunked_block_and_sign_kernels_equal_with_and_without_buckets():
   apply, trainable, frozen = _tiny_bert()
   x1, x2 = _batch(LENGTHS_1, 1), _batch(LENGTHS_2, 2)
   blocks0 = ntk.per_block_ntk_fn(apply, "layer", batch_size=5)(x1, x2, trainable, frozen)
@@ -120,8 +120,8 @@ def test_chunked_block_and_adam_kernels_equal_with_and_without_buckets():
   assert blocks0.keys() == blocks1.keys()
   for name in blocks0:
     _close(blocks1[name], blocks0[name])
-  _close(ntk.adam_ntk_fn(apply, batch_size=5, length_buckets=BUCKETS)(x1, x2, trainable, frozen),
-         ntk.adam_ntk_fn(apply, batch_size=5)(x1, x2, trainable, frozen))
+  _close(ntk.sign_ntk_fn(apply, batch_size=5, length_buckets=BUCKETS)(x1, x2, trainable, frozen),
+         ntk.sign_ntk_fn(apply, batch_size=5)(x1, x2, trainable, frozen))
 
 
 def test_bucket_errors_name_the_problem():

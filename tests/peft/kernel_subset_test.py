@@ -36,7 +36,7 @@ def _jacobian(model, names, x):
       flat)
 
 
-def test_ntk_and_adam_kernels_are_those_of_the_chosen_leaves():
+def test_plain_and_sign_kernels_are_those_of_the_chosen_leaves():
   spec = peft.PeftSpec(targets=("query", "value"), init="gaussian", head=False)
   model = _model(spec)
   sub = peft.kernel_subset(model, spec)
@@ -47,12 +47,14 @@ def test_ntk_and_adam_kernels_are_those_of_the_chosen_leaves():
   j = _jacobian(model, sub.names, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), x1, x2))
   j1, j2 = j[:5], j[5:]
   # Mean over the two logits (neural-tangents' normalized trace).
-  want_ntk = np.einsum("ncp,mcp->nm", j1, j2) / 2
-  want_adam = np.einsum("ncp,mcp->nm", j1, np.sign(j2)) / 2
-  scale = np.abs(want_ntk).max()
-  np.testing.assert_allclose(sub.ntk_fn()(x1, x2), want_ntk, rtol=1e-4, atol=1e-5 * scale)
-  np.testing.assert_allclose(sub.ntk_fn("adam")(x1, x2), want_adam, rtol=1e-4,
-                             atol=1e-5 * np.abs(want_adam).max())
+  want_plain = np.einsum("ncp,mcp->nm", j1, j2) / 2
+  want_sign = np.einsum("ncp,mcp->nm", j1, np.sign(j2)) / 2
+  scale = np.abs(want_plain).max()
+  np.testing.assert_allclose(sub.ntk_fn()(x1, x2), want_plain, rtol=1e-4, atol=1e-5 * scale)
+  np.testing.assert_allclose(sub.ntk_fn("plain")(x1, x2), want_plain, rtol=1e-4,
+                             atol=1e-5 * scale)
+  np.testing.assert_allclose(sub.ntk_fn("sign")(x1, x2), want_sign, rtol=1e-4,
+                             atol=1e-5 * np.abs(want_sign).max())
   out = jax.jit(model.apply_fn)(model.params, x1)
   np.testing.assert_allclose(sub.outputs(x1), out, rtol=1e-5, atol=1e-5 * np.abs(out).max())
 
@@ -78,5 +80,5 @@ def test_bad_subsets_raise():
     peft.kernel_subset(model, ["encoder/layer_0/attention/nope/kernel"])
   with pytest.raises(TypeError, match="not one string"):
     peft.kernel_subset(model, "head/kernel")
-  with pytest.raises(ValueError, match="unknown kernel kind"):
+  with pytest.raises(ValueError, match="KernelSubset.ntk_fn: unknown kernel kind 'rbf'"):
     peft.kernel_subset(model, ["head/kernel"]).ntk_fn("rbf")

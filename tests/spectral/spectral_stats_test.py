@@ -176,5 +176,5 @@ def test_plot_spectrum_writes_png(tmp_path):
   data = path.read_bytes()
   assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
   path2 = tmp_path / "overlay.png"
-  plot_spectrum({"ntk": eigs, "sign": 2 * eigs}, str(path2), "overlay")
+  plot_spectrum({"plain": eigs, "sign": 2 * eigs}, str(path2), "overlay")
   assert path2.read_bytes()[:4] == b"\x89PNG"

@@ -21,7 +21,7 @@ def model_dir(tmp_path_factory):
                                               num_layers=NUM_LAYERS, hidden=16)
 
 
-def tiny_config(model_dir, kind="ntk"):
+def tiny_config(model_dir, kind="plain"):
   """ntk_report's config on the tiny BERT: LoRA (A and B active) on every layer + head."""
   config = ntk_spectrum.get_config(f"runlocal,kind={kind}")
   config.model.name = str(model_dir)
@@ -58,7 +58,7 @@ def test_ntk_blocks_sum_to_j_jt(model_dir, direct):
   start, sample, jac = direct
   c = jac.shape[1]
   bk = theta0_kernels.kernels_of_config(tiny_config(model_dir), start=start)
-  assert bk.kind == "ntk" and bk.whole is None
+  assert bk.kind == "plain" and bk.whole is None
   assert list(bk.kernels) == [f"layer_{i}" for i in range(NUM_LAYERS)] + ["head"]
   assert all(k.dtype == np.float64 and k.shape == (6, 6) for k in bk.kernels.values())
   assert sum(bk.num_params.values()) == peft.count(start.trainable) == jac.shape[2]
@@ -68,15 +68,15 @@ def test_ntk_blocks_sum_to_j_jt(model_dir, direct):
   np.testing.assert_array_equal(bk.labels, sample.labels)
   np.testing.assert_array_equal(bk.index, sample.index)
   # Any inputs: the traced NTK of kernel_fn is the same K.
-  _close(np.asarray(theta0_kernels.kernel_fn(start, "ntk")(sample.inputs()), np.float64),
+  _close(np.asarray(theta0_kernels.kernel_fn(start, "plain")(sample.inputs()), np.float64),
          np.einsum("icp,jcp->ij", jac, jac) / c)
 
 
-def test_adam_is_the_whole_sign_kernel(model_dir, direct):
+def test_sign_is_the_whole_sign_kernel(model_dir, direct):
   start, sample, jac = direct
   c = jac.shape[1]
-  bk = theta0_kernels.kernels_of_config(tiny_config(model_dir, "adam"), "adam", start=start)
-  assert bk.kind == "adam" and bk.kernels == {} and bk.num_params == {}
+  bk = theta0_kernels.kernels_of_config(tiny_config(model_dir, "sign"), "sign", start=start)
+  assert bk.kind == "sign" and bk.kernels == {} and bk.num_params == {}
   assert bk.whole.dtype == np.float64 and bk.kernel is bk.whole
   want = np.einsum("icp,jcp->ij", jac, np.sign(jac)) / c   # K(x_i, x_j) = J_i sign(J_j)ᵀ
   _close(bk.whole, want)
@@ -86,19 +86,19 @@ def test_adam_is_the_whole_sign_kernel(model_dir, direct):
   # Cross kernel: rows x1, sign of the columns' (training) Jacobian.
   x = sample.inputs()
   half = {k: v[:3] for k, v in x.items()}
-  cross = theta0_kernels.kernel_fn(start, "adam")(half, x)
+  cross = theta0_kernels.kernel_fn(start, "sign")(half, x)
   _close(np.asarray(cross, np.float64), want[:3])
 
 
 def test_unknown_kind_fails_before_loading_the_model(tmp_path):
   config = tiny_config(tmp_path / "no_model_here")
-  with pytest.raises(ValueError, match="unknown kernel kind 'sign'"):
-    theta0_kernels.kernels_of_config(config, "sign")
+  with pytest.raises(ValueError, match="kernels_of_config: unknown kernel kind 'rbf'"):
+    theta0_kernels.kernels_of_config(config, "rbf")
 
 
-def test_ntk_report_adam_writes_the_whole_kernel_and_its_symmetric_spectrum(model_dir,
+def test_ntk_report_sign_writes_the_whole_kernel_and_its_symmetric_spectrum(model_dir,
                                                                             tmp_path):
-  config = tiny_config(model_dir, "adam")
+  config = tiny_config(model_dir, "sign")
   summary = ntk_report.run(config, str(tmp_path))
   saved = np.load(tmp_path / "kernel.npz")
   assert not [name for name in saved.files if name.startswith("block/")]
@@ -106,5 +106,5 @@ def test_ntk_report_adam_writes_the_whole_kernel_and_its_symmetric_spectrum(mode
   assert k.dtype == np.float64 and saved["fx0"].dtype == np.float64
   eigs = np.linalg.eigvalsh((k + k.T) / 2)
   np.testing.assert_allclose(summary["lambda_max"], eigs[-1], rtol=1e-12)
-  assert summary["kind"] == "adam" and summary["blocks"] == {} and "note" in summary
+  assert summary["kind"] == "sign" and summary["blocks"] == {} and "note" in summary
   assert json.loads((tmp_path / "spectrum.json").read_text())["symmetrized"] is True
