@@ -31,7 +31,7 @@ import jax
 import numpy as np
 import scipy.stats
 
-from ntkft import data, records
+from ntkft import data, records, spectral
 from ntkft.theta0 import kernels as theta0_kernels
 
 # Axis label of kernel eigenvalues: the NTK is Σ_p ∂f/∂θ_p ∂f/∂θ_p, averaged
@@ -60,7 +60,7 @@ def ordered_block_kernels(config) -> theta0_kernels.BlockKernels:
   """:func:`ntkft.theta0.kernels.kernels_of_config` (the NTK), blocks ordered by
   :func:`block_order_key` and symmetrized ((K + Kᵀ)/2, a rounding fix)."""
   bk = theta0_kernels.kernels_of_config(config)
-  kernels = {name: (bk.kernels[name] + bk.kernels[name].T) / 2
+  kernels = {name: spectral.symmetric_kernel(bk.kernels[name], name, symmetrize=True)
              for name in sorted(bk.kernels, key=block_order_key)}
   return dataclasses.replace(bk, kernels=kernels)
 

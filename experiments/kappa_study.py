@@ -39,7 +39,7 @@ from configs import glue_common
 from experiments import common, kappa_analysis
 from ntkft import cli, config_lib, records
 from ntkft.spectral import predictors as predictors_lib
-from ntkft.spectral.stats import condition_number
+from ntkft.spectral.stats import condition_number, relative_asymmetry
 from ntkft.theta0.layer_sets import layer_block, untraced_block_kernels
 from ntkft.train.warm_runs import WarmRuns
 
@@ -158,7 +158,7 @@ def kernel_point(config, group: WarmRuns, seed: int) -> dict:
     vs_n[label(layers)] = _flat_kappa_vs_n(
         predictors_lib.flat(part[("plain", "lora")] + part[("plain", "head")]), c, seed)
     sign = predictors_lib.flat(part[("sign", "lora")] + part[("sign", "head")])
-    asym[label(layers)] = float(np.linalg.norm(sign - sign.T) / np.linalg.norm(sign))
+    asym[label(layers)] = relative_asymmetry(sign)
   return {"n_kernel": len(labels), "sets": sets, "kappa_vs_n": vs_n, "sign_asymmetry": asym,
           "gram_dtype": "float64", "jacobian_seconds": t_jac, "seconds": time.time() - t0}
 
