@@ -1,4 +1,5 @@
-"""Shared pytest setup: data locations (the `slow` marker is registered in pytest.ini)."""
+"""Shared pytest setup: data locations, a per-module XLA compilation cache (the `slow` marker
+is registered in pytest.ini)."""
 import os
 import pathlib
 
@@ -26,3 +27,21 @@ def glue_dir():
 @pytest.fixture
 def data_root():
   return DATA_ROOT
+
+
+@pytest.fixture(scope="module")
+def xla_cache(tmp_path_factory):
+  """A persistent XLA compilation cache for the module that asks for it; yields its folder.
+
+  Every program compiled in this process while the module runs is written there
+  (``experiments.common.compilation_cache``: no minimum compile time or size), so a
+  program compiled again by a fresh ``jax.jit`` — each run loaded from its workdir or
+  run file, each rebuilt θ0 — is read back instead of compiled. A cached program is the
+  one compiled: results are unchanged. The global settings are restored after the
+  module; a cache the user configured (``JAX_COMPILATION_CACHE_DIR``) is used instead.
+  Ask for it where one module compiles the same program several times.
+  """
+  from experiments import common  # imports JAX: only once a module asks
+  path = tmp_path_factory.mktemp("xla_cache")
+  with common.compilation_cache(path):
+    yield path
