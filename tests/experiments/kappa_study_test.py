@@ -401,9 +401,11 @@ def test_no_predictor_outcome_tables_before_every_point_exists(planted):
   assert gated["verdicts"] == out["verdicts"] and gated["cells"] == out["cells"]
 
 
-def test_runlocal_writes_results_and_resumes(tmp_path):
+def test_runlocal_writes_results_and_resumes(tmp_path, xla_cache):
   """The runlocal sweep on a random 6-layer BERT of width 16: MiniLM's depth (the sets use
-  layers 4 and 5) and programs, without its FLOPs."""
+  layers 4 and 5) and programs, without its FLOPs. Its programs go to the process's
+  ``xla_cache`` (instead of the workdir's cache), which selection_study_test's studies
+  read back when they run in the same process (and the other way round)."""
   config = kappa_config.get_config("runlocal")
   config.finetune.model.name = str(test_util.tiny_bert_for_glue_runs(tmp_path / "tiny",
                                                                      num_layers=6))
