@@ -5,9 +5,11 @@ models, the θ0 Jacobian against the tangent, the localization energies against 
 and the α rules by hand, held-out validation examples, and a merged PEFT export that
 reloads to the merged logits.
 
-Four tiny runs (the 2-layer random BERT of ``tests.test_util``, 32 examples, 4 steps), one
-θ0 (seed 0, LoRA r=8 on query/value of both layers): linearized SST-2, linearized STS-B
-(another head: one output, squared loss), nonlinear SST-2 and nonlinear STS-B.
+Four tiny runs (a 1-layer random BERT of ``tests.test_util``, 32 examples, 4 steps), one
+θ0 (seed 0, LoRA r=8 on query/value of its layer): linearized SST-2, linearized STS-B
+(another head: one output, squared loss), nonlinear SST-2 and nonlinear STS-B. The module
+shares one persistent compilation cache (``xla_cache``): every run loaded again (from its
+workdir, its run file, or by the command) reads its programs back instead of compiling them.
 """
 import dataclasses
 import json
@@ -47,9 +49,10 @@ def _config(model_dir, task, mode):
 
 
 @pytest.fixture(scope="module")
-def workdirs(tmp_path_factory):
-  """{name: workdir} of the three finished runs (same θ0)."""
-  model_dir = test_util.tiny_bert_for_glue_runs(tmp_path_factory.mktemp("merge_tiny"))
+def workdirs(tmp_path_factory, xla_cache):
+  """{name: workdir} of the four finished runs (same θ0)."""
+  model_dir = test_util.tiny_bert_for_glue_runs(tmp_path_factory.mktemp("merge_tiny"),
+                                                num_layers=1)
   root = tmp_path_factory.mktemp("merge_runs")
   for name, (task, mode) in RUNS.items():
     loop.run(_config(model_dir, task, mode), str(root / name))

@@ -121,14 +121,16 @@ def write_tiny_bert_checkpoint(path, num_layers: int = 2, hidden: int = 16,
   return path
 
 
-def tiny_bert_for_glue_runs(folder) -> pathlib.Path:
-  """``write_tiny_bert_checkpoint`` (2 layers, hidden 16) into ``folder/bert``, for runs on GLUE.
+def tiny_bert_for_glue_runs(folder, num_layers: int = 2) -> pathlib.Path:
+  """``write_tiny_bert_checkpoint`` (``num_layers`` layers, hidden 16) into ``folder/bert``,
+  for runs on GLUE.
 
   Fails the test at once when the GLUE data is missing (set NTKFT_DATA).
   """
   if not GLUE_DIR.is_dir():
     pytest.fail(f"GLUE data not found at {GLUE_DIR} (set NTKFT_DATA)")
-  return write_tiny_bert_checkpoint(pathlib.Path(folder) / "bert", num_layers=2, hidden=16)
+  return write_tiny_bert_checkpoint(pathlib.Path(folder) / "bert", num_layers=num_layers,
+                                    hidden=16)
 
 
 def cli_env(cache_dir, **extra: str) -> dict[str, str]:

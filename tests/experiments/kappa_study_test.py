@@ -9,6 +9,7 @@ from configs import kappa_study as kappa_config
 from experiments import kappa_analysis, kappa_study
 from ntkft.evals import cluster_stats as cs
 from ntkft.spectral import predictors as predictors_lib
+from tests import test_util
 
 RUN_KEYS = {"task", "layers", "seed", "lam", "regime", "mode", "train_loss", "dev_metric",
             "lin_gap", "plateaued", "seconds", "predictors", "train_seconds", "diverged"}
@@ -400,12 +401,19 @@ def test_no_predictor_outcome_tables_before_every_point_exists(planted):
   assert gated["verdicts"] == out["verdicts"] and gated["cells"] == out["cells"]
 
 
-def test_runlocal_writes_results_and_resumes(tmp_path):
+def test_runlocal_writes_results_and_resumes(tmp_path, xla_cache):
+  """The runlocal sweep on a random 6-layer BERT of width 16: MiniLM's depth (the sets use
+  layers 4 and 5) and programs, without its FLOPs. Its programs go to the process's
+  ``xla_cache`` (instead of the workdir's cache), which selection_study_test's studies
+  read back when they run in the same process (and the other way round)."""
   config = kappa_config.get_config("runlocal")
-  results = kappa_study.run(config, str(tmp_path))
+  config.finetune.model.name = str(test_util.tiny_bert_for_glue_runs(tmp_path / "tiny",
+                                                                     num_layers=6))
+  work = tmp_path / "w"
+  results = kappa_study.run(config, str(work))
   # 2 seeds × (1 kernel + 2 sets × (2 regimes × 2 λ + 1 tangent)).
   assert results["complete"] and results["points_done"] == results["points_total"] == 22
-  stored = json.loads((tmp_path / "results.json").read_text())
+  stored = json.loads((work / "results.json").read_text())
   assert len(stored["runs"]) == 20
   assert sum(r["mode"] == "linearized" for r in stored["runs"]) == 4
   for r in stored["runs"]:
@@ -427,19 +435,19 @@ def test_runlocal_writes_results_and_resumes(tmp_path):
     assert v["verdict"] in ("supported", "refuted", "undecided")
   # Interrupted after all but one point: collect_only rebuilds results.json and computes
   # nothing; a rerun then computes only that point.
-  points = tmp_path / "points"
+  points = work / "points"
   victim = points / f"{kappa_study.run_id('sst2', (5,), 1, 'b', 10.0, 'nonlinear')}.json"
   victim.unlink()
   before = {p.name: p.stat().st_mtime_ns for p in points.iterdir()}
   only = config.copy_and_resolve_references()
   only.collect_only = True
-  partial = kappa_study.run(only, str(tmp_path))
+  partial = kappa_study.run(only, str(work))
   assert not victim.exists() and {p.name: p.stat().st_mtime_ns for p in points.iterdir()} == before
   assert partial["points_done"] == 21 and not partial["complete"] and len(partial["runs"]) == 19
   assert partial["exploratory"] == partial["rho_vs_lin_gap"] == "computed when every point exists"
   assert isinstance(stored["exploratory"], list) and isinstance(stored["rho_vs_lin_gap"], list)
-  assert json.loads((tmp_path / "results.json").read_text())["points_done"] == 21
-  again = kappa_study.run(config, str(tmp_path))
+  assert json.loads((work / "results.json").read_text())["points_done"] == 21
+  again = kappa_study.run(config, str(work))
   after = {p.name: p.stat().st_mtime_ns for p in points.iterdir()}
   assert victim.exists() and {k for k in after if after[k] != before.get(k)} == {victim.name}
   assert again["complete"] and len(again["runs"]) == 20

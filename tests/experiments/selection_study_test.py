@@ -10,6 +10,7 @@ import pytest
 from configs import kappa_study as kappa_config
 from configs import selection_study as selection_config
 from experiments import kappa_study, selection_study
+from tests import test_util
 from tests.experiments.kappa_study_test import _synthetic
 
 ARMS = ("selector", "first2", "last2", "random")
@@ -96,11 +97,30 @@ def test_comparisons_pair_by_seed_and_skip_absent_units():
 
 
 # --- End to end: runlocal, with a kappa runlocal workdir over the same task and pairs. --------
+# Both studies fine-tune a random 6-layer BERT of width 16 (MiniLM's depth and programs, not its
+# FLOPs) and share one compilation cache, so the selection study's seed-1 points read back the
+# programs the kappa study compiled for seed 0.
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  return test_util.tiny_bert_for_glue_runs(tmp_path_factory.mktemp("tiny"), num_layers=6)
+
+
+def _runlocal(model_dir, kappa_workdir=None):
+  """The selection study's runlocal config on the tiny BERT in ``model_dir``, reusing the
+  kappa workdir ``kappa_workdir`` (None: the config's, i.e. none)."""
+  config = selection_config.get_config("runlocal")
+  config.finetune.model.name = str(model_dir)
+  if kappa_workdir is not None:
+    config.kappa_workdir = str(kappa_workdir)
+  return config
+
 
 def _kappa_runlocal(selection):
-  """The kappa study's runlocal config on the selection runlocal's task, pairs, regime, λ
-  and seed 0 (seed 1 is then new to the selection study)."""
+  """The kappa study's runlocal config on the selection runlocal's model, task, pairs,
+  regime, λ and seed 0 (seed 1 is then new to the selection study)."""
   k = kappa_config.get_config("runlocal")
+  k.finetune.model.name = selection.finetune.model.name
   k.tasks = selection.tasks
   k.layer_sets = selection.pairs
   k.regimes = (selection.regime,)
@@ -111,9 +131,9 @@ def _kappa_runlocal(selection):
 
 
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory):
+def studies(tmp_path_factory, model_dir, xla_cache):
   """(kappa workdir, its point files' mtimes, selection workdir, selection results)."""
-  config = selection_config.get_config("runlocal")
+  config = _runlocal(model_dir)
   kdir = tmp_path_factory.mktemp("kappa")
   kappa_study.run(_kappa_runlocal(config), str(kdir))
   mtimes = {p.name: p.stat().st_mtime_ns for p in (kdir / "points").iterdir()}
@@ -122,7 +142,7 @@ def studies(tmp_path_factory):
   return kdir, mtimes, sdir, selection_study.run(config, str(sdir))
 
 
-def test_runlocal_reuses_kappa_points_and_computes_only_new_seeds(studies):
+def test_runlocal_reuses_kappa_points_and_computes_only_new_seeds(studies, model_dir):
   kdir, mtimes, sdir, results = studies
   stored = json.loads((sdir / "results.json").read_text())
   assert stored["complete"] and not stored["missing"]
@@ -148,13 +168,12 @@ def test_runlocal_reuses_kappa_points_and_computes_only_new_seeds(studies):
   assert stored["verdict"]["verdict"] in ("supported", "refuted", "undecided")
   assert set(stored["verdict"]["estimate"]) == {"last2", "random"}
   # Resumable: a rerun computes nothing and gives the same arms.
-  config = selection_config.get_config("runlocal")
-  config.kappa_workdir = str(kdir)
-  again = selection_study.run(config, str(sdir))
+  again = selection_study.run(_runlocal(model_dir, kdir), str(sdir))
   assert again["points_computed"] == 0 and again["arms"] == stored["arms"]
 
 
-def test_missing_kappa_point_is_not_computed_and_leaves_the_study_incomplete(studies, tmp_path):
+def test_missing_kappa_point_is_not_computed_and_leaves_the_study_incomplete(studies, model_dir,
+                                                                            tmp_path):
   kdir, _, sdir, _ = studies
   kcopy, scopy = tmp_path / "kappa", tmp_path / "selection"
   shutil.copytree(kdir / "points", kcopy / "points")
@@ -162,9 +181,7 @@ def test_missing_kappa_point_is_not_computed_and_leaves_the_study_incomplete(stu
   shutil.copytree(sdir / "points", scopy / "points")
   gone = kappa_study.run_id("mrpc", (4, 5), 0, "b", 0.0, "nonlinear")
   (kcopy / "points" / f"{gone}.json").unlink()
-  config = selection_config.get_config("runlocal")
-  config.kappa_workdir = str(kcopy)
-  out = selection_study.run(config, str(scopy))
+  out = selection_study.run(_runlocal(model_dir, kcopy), str(scopy))
   assert out["points_computed"] == 0 and not (kcopy / "points" / f"{gone}.json").exists()
   assert not (scopy / "points" / f"{gone}.json").exists()
   assert not out["complete"] and out["missing"] == [
@@ -174,27 +191,24 @@ def test_missing_kappa_point_is_not_computed_and_leaves_the_study_incomplete(stu
   assert out["verdict"]["reason"].startswith("incomplete: mrpc seed 0")
 
 
-def test_refuses_settings_that_differ_from_the_kappa_study(studies, tmp_path):
+def test_refuses_settings_that_differ_from_the_kappa_study(studies, model_dir, tmp_path):
   kdir = studies[0]
-  config = selection_config.get_config("runlocal")
-  config.kappa_workdir = str(kdir)
+  config = _runlocal(model_dir, kdir)
   config.finetune.train.steps = 5
   with pytest.raises(ValueError, match=r"differ from the kappa study's .* in finetune:"):
     selection_study.run(config, str(tmp_path))
-  config = selection_config.get_config("runlocal")
-  config.kappa_workdir = str(kdir)
+  config = _runlocal(model_dir, kdir)
   config.pairs = ((0, 1), (1, 2), (4, 5))
   with pytest.raises(ValueError, match=r"pairs \[\(1, 2\)\] are not layer sets"):
     selection_study.run(config, str(tmp_path))
-  config = selection_config.get_config("runlocal")
-  config.kappa_workdir = str(kdir)
+  config = _runlocal(model_dir, kdir)
   config.lam = 10.0
   with pytest.raises(ValueError, match="is not a cell of the kappa study"):
     selection_study.run(config, str(tmp_path))
   config.criterion_from_kappa = True  # the kappa runlocal has no sst2 runs
   with pytest.raises(ValueError, match="no sst2 runs"):
     selection_study.run(config, str(tmp_path))
-  config = selection_config.get_config("runlocal")  # no kappa workdir: own kernel points
+  config = _runlocal(model_dir)  # no kappa workdir: own kernel points
   config.layer_sets = ((0, 1), (4, 5))
   with pytest.raises(ValueError, match=r"pairs \[\(2, 3\)\] are not among layer_sets"):
     selection_study.run(config, str(tmp_path))

@@ -1,6 +1,6 @@
 """The pre-registered task-arithmetic study: its plan, the verdict and bootstrap against closed
 forms on synthetic records, the rule that merges wait for every run, and one `:runlocal` sweep
-(a tiny random BERT, 2 tasks × 2 modes, 1 seed) with its resumption, also from the committed
+(a 1-layer random BERT, 2 tasks × 2 modes, 1 seed) with its resumption, also from the committed
 points alone (run files, no run workdirs)."""
 import itertools
 import json
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import task_arithmetic as ta_config
+from experiments import common
 from experiments import task_arithmetic as ta
 from experiments import task_arithmetic_analysis as analysis
 from ntkft.merge import cli as merge_cli
@@ -227,7 +228,7 @@ RUN_KEYS = {"task", "mode", "seed", "dev_metric", "seconds", "chance", "learned"
 
 def test_runlocal_writes_results_and_resumes(tmp_path):
   config = ta_config.get_config("runlocal")
-  config.finetune.model.name = str(test_util.tiny_bert_for_glue_runs(tmp_path))
+  config.finetune.model.name = str(test_util.tiny_bert_for_glue_runs(tmp_path, num_layers=1))
   work = tmp_path / "w"
   results = ta.run(config, str(work))
   # 4 runs, a merge and a ξ point per mode, one kernel point.
@@ -250,7 +251,8 @@ def test_runlocal_writes_results_and_resumes(tmp_path):
                                           else config.ties.alphas)
   nonlinear = [r for r in rows if r["method"] == "addition" and r["mode"] == "nonlinear"]
   dirs = [str(work / "runs" / ta.run_id(t, "nonlinear", 0)) for t in ("sst2", "stsb")]
-  check = merge_cli.merge(dirs, str(nonlinear[0]["alpha"]))
+  with common.compilation_cache(work / "xla_cache"):  # the sweep's programs, read back
+    check = merge_cli.merge(dirs, str(nonlinear[0]["alpha"]))
   assert {t["task"]: t["dev_metric"] for t in check["tasks"]} == {
       r["task"]: r["dev_metric"] for r in nonlinear}
   assert [n["task"] for n in stored["negation"]] == ["sst2", "sst2"]

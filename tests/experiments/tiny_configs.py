@@ -1,5 +1,6 @@
 """Runlocal experiment configs shrunk to a tiny random BERT: the settings of the end-to-end
-experiment tests, for tests/experiments/conftest.py and tools/recheck_runlocal.py.
+experiment tests, for tests/experiments/conftest.py, tools/recheck_runlocal.py and the
+notebook that ``make test`` executes (tests/notebooks/notebooks_test.py).
 
 Pure edits of a ``get_config("runlocal")`` ConfigDict: nothing here imports JAX or pytest
 or writes a file. The caller writes the tiny BERT with

@@ -9,15 +9,18 @@ moves to the repository root, and the runs go to tmp_path via
 ``NTKFT_NOTEBOOK_RUNS``. Each notebook gets 300 s in total.
 
 ``make test`` executes notebook 01 only (its experiment, lambda_sweep, has no other
-end-to-end test in the default run); the other four execute in ``make notebooks``
-and ``make test-slow`` (marked slow: 2-3 min together on 2 cores). The default run
-still runs every cell of all five in this process with the experiment's ``run``
-replaced by its stored full-scale ``docs/results/<name>/results.json`` (setup,
-switch, config, figures, summary), and tests/experiments runs each experiment end
-to end on a tiny BERT. Notebooks 03 and 05 front the pre-registered κ and
-selection studies: while a stored study is incomplete (or, for the selection
-study, not started) they must print "study incomplete: ..." and show no figure and
-no estimate (no interim looks).
+end-to-end test in the default run), every cell in a kernel, with its runlocal config
+shrunk to a tiny random BERT as tests/experiments/tiny_configs.py shrinks it (a cell
+the test inserts after the setup cell of its copy; on MiniLM it took ~30 s of the
+default run). All five execute as shipped (MiniLM, runlocal) in
+``make notebooks`` and ``make test-slow`` (marked slow: 2-3 min together on 2 cores).
+The default run still runs every cell of all five in this process with the
+experiment's ``run`` replaced by its stored full-scale
+``docs/results/<name>/results.json`` (setup, switch, config, figures, summary), and
+tests/experiments runs each experiment end to end on a tiny BERT. Notebooks 03 and
+05 front the pre-registered κ and selection studies: while a stored study is
+incomplete (or, for the selection study, not started) they must print "study
+incomplete: ..." and show no figure and no estimate (no interim looks).
 """
 import importlib
 import json
@@ -35,7 +38,9 @@ from nbclient import NotebookClient
 from configs import selection_study as selection_config
 from experiments import selection_study
 from ntkft import records
-from tests.conftest import REPO
+from tests.conftest import DATA_ROOT, REPO
+from tests.experiments import tiny_configs
+from tests.test_util import write_tiny_bert_checkpoint
 
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOK_TIMEOUT_S = 300
@@ -125,16 +130,33 @@ def _text_outputs(cell):
   return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
-# The notebook executed by the default run; the others are slow (see the docstring).
+def _tiny_config_cell(module: str, model_dir) -> nbformat.NotebookNode:
+  """A code cell after which ``configs.<module>.get_config`` returns its config shrunk to the
+  tiny BERT in ``model_dir`` by ``tiny_configs.RECIPES[module]`` (for the test's copy)."""
+  return nbformat.v4.new_code_cell(
+      "# Inserted by tests/notebooks/notebooks_test.py: the config on a tiny random BERT.\n"
+      f"from configs import {module} as _config_module\n"
+      "from tests.experiments import tiny_configs as _tiny_configs\n"
+      "_shipped_get_config = _config_module.get_config\n"
+      f"_config_module.get_config = lambda arg=None: _tiny_configs.RECIPES[{module!r}][1](\n"
+      f"    _shipped_get_config(arg), {str(model_dir)!r}, {str(DATA_ROOT)!r})")
+
+
+# The notebook the default run executes, on a tiny BERT; every notebook as shipped is slow
+# (see the docstring).
 EXECUTED_BY_DEFAULT = "01_regimes_vs_lambda.ipynb"
+EXECUTIONS = ([pytest.param(EXECUTED_BY_DEFAULT, True, id=f"{EXECUTED_BY_DEFAULT}-tiny_bert")]
+              + [pytest.param(n, False, id=n, marks=pytest.mark.slow) for n in sorted(NOTEBOOKS)])
 
 
-@pytest.mark.parametrize("name", [n if n == EXECUTED_BY_DEFAULT else
-                                  pytest.param(n, marks=pytest.mark.slow)
-                                  for n in sorted(NOTEBOOKS)])
-def test_executes_at_runlocal_scale(name, tmp_path, monkeypatch, glue_dir):
+@pytest.mark.parametrize("name,tiny", EXECUTIONS)
+def test_executes_at_runlocal_scale(name, tiny, tmp_path, monkeypatch, glue_dir):
   module = NOTEBOOKS[name]
   nb = _read(name)
+  if tiny:  # after the setup cell (the repository is then on sys.path), in the copy only
+    num_layers, _ = tiny_configs.RECIPES[module]
+    nb.cells.insert(1, _tiny_config_cell(
+        module, write_tiny_bert_checkpoint(tmp_path / "tiny_bert", num_layers=num_layers)))
   # Where the kernel really runs: appended to the tmp copy only.
   nb.cells.append(nbformat.v4.new_code_cell(
       "import os, sys\nprint(sys.executable)\nprint(os.getcwd())\nprint(RUNLOCAL, WORKDIR)"))

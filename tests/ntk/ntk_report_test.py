@@ -8,6 +8,10 @@ from configs import ntk_spectrum
 from ntkft import ntk_report
 from tests.test_util import assert_close
 
+# Each run rebuilds θ0, so its programs are compiled again (e.g. MiniLM's outputs at θ0 on
+# the same 8 examples in three runs): read them back.
+pytestmark = pytest.mark.usefixtures("xla_cache")
+
 
 def test_runlocal_writes_kernel_and_spectrum(tmp_path):
   config = ntk_spectrum.get_config("runlocal")

@@ -13,6 +13,8 @@ from ntkft.theta0 import kernels as theta0_kernels
 from tests import test_util
 
 NUM_LAYERS = 3
+# ntk_report rebuilds θ0 and compiles the sign kernel's programs again: read them back.
+pytestmark = pytest.mark.usefixtures("xla_cache")
 
 
 @pytest.fixture(scope="module")

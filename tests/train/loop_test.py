@@ -24,7 +24,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from absl import flags
-from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from ntkft import data
@@ -60,23 +59,10 @@ def _parse(args):
 
 # -- Shared fixtures ----------------------------------------------------------
 
-_CACHE_OPTIONS = {"jax_compilation_cache_dir": None,
-                  "jax_persistent_cache_min_compile_time_secs": 0.0,
-                  "jax_persistent_cache_min_entry_size_bytes": -1}
-
-
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-  """A persistent compilation cache for this module; the global config is restored."""
-  path = tmp_path_factory.mktemp("h6_jax_cache")
-  old = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-  compilation_cache.reset_cache()  # forget an earlier "cache unused" decision
-  for name, value in {**_CACHE_OPTIONS, "jax_compilation_cache_dir": str(path)}.items():
-    jax.config.update(name, value)
-  yield path
-  for name, value in old.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
+def cache_dir(xla_cache):
+  """The module's persistent compilation cache (tests/conftest.py), also for subprocesses."""
+  return xla_cache
 
 
 @pytest.fixture(scope="module")

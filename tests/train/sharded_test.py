@@ -3,7 +3,7 @@
 The device count is fixed when JAX initializes, so every sharded run is a
 subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (or 1)
 through the real CLI (``python -m ntkft.run``, with ``--config.mesh=...``),
-on a tiny random BERT and 64 SST-2 examples, 4 steps. The subprocesses share a
+on a tiny random 1-layer BERT and 64 SST-2 examples, 4 steps. The subprocesses share a
 persistent compilation cache. The fast subset (linearized 8 vs 1, 8 -> 1
 resume, eNTK, errors) takes ~1-2 min on 2 busy cores; the rest is marked slow
 (all 15 tests incl. the sweep file: ~10 min on a loaded 2-core machine). Checked:
@@ -38,7 +38,7 @@ RTOL = 1e-4
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-  return test_util.tiny_bert_for_glue_runs(tmp_path_factory.mktemp("h8_tiny"))
+  return test_util.tiny_bert_for_glue_runs(tmp_path_factory.mktemp("h8_tiny"), num_layers=1)
 
 
 @pytest.fixture(scope="module")
