@@ -79,6 +79,8 @@ import jax.numpy as jnp
 import jax.scipy.linalg
 import numpy as np
 
+from ntkft.spectral.stats import symmetric_part
+
 
 class _Layout(NamedTuple):
   """How (n, O) outputs map onto the rows of a kernel."""
@@ -171,7 +173,7 @@ def _check_nonneg(value, name: str, where: str):
 @jax.jit
 def _ridge_core(k_train_train, targets, f0, k_test_train, f0_test, reg):
   m = k_train_train.shape[0]
-  k_sym = 0.5 * (k_train_train + k_train_train.T)
+  k_sym = symmetric_part(k_train_train)
   chol = jnp.linalg.cholesky(k_sym + reg * jnp.eye(m, dtype=k_sym.dtype))
   coef = jax.scipy.linalg.cho_solve((chol, True), targets - f0)
   fx_train = f0 + k_sym @ coef
@@ -318,7 +320,7 @@ def gradient_descent_mse_ntk(
     raise ValueError(f"{where}: learning_rate must be > 0 or None (gradient "
                      f"flow), got {learning_rate}")
   k_n = k_train_train.astype(dtype) / layout.n
-  sigma, eigvecs = jnp.linalg.eigh(0.5 * (k_n + k_n.T))
+  sigma, eigvecs = jnp.linalg.eigh(symmetric_part(k_n))
   lam = jnp.asarray(lam, dtype)
   eta = jnp.asarray(learning_rate if gd else 0.0, dtype)
   if gd and _is_concrete(sigma):

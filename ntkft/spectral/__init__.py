@@ -9,6 +9,7 @@ from ntkft.spectral.stats import (
     spectrum_stats,
     spectrum_stats_from_eigs,
     symmetric_kernel,
+    symmetric_part,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "spectrum_stats",
     "spectrum_stats_from_eigs",
     "symmetric_kernel",
+    "symmetric_part",
 ]

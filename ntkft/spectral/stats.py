@@ -88,6 +88,13 @@ def symmetric_kernel(k: Any, name: str = "k", symmetrize: bool = False,
   return _symmetric_part(_as_square_f64(k, name), symmetrize, sym_rtol, name)[0]
 
 
+def symmetric_part(k: Any) -> Any:
+  """``(K + Kᵀ)/2`` of a square numpy or jax array, in its own dtype, with no checks
+  (traceable: the form used inside jitted solvers). :func:`symmetric_kernel` is the
+  validating float64 entry point built on it."""
+  return 0.5 * (k + k.T)
+
+
 def relative_asymmetry(k: Any) -> float:
   """``|K - K^T|_F / |K|_F`` in float64 (0 for the zero matrix)."""
   k = _as_square_f64(k)
@@ -105,7 +112,7 @@ def _symmetric_part(k: np.ndarray, symmetrize: bool, sym_rtol: float,
         f"{name} is not symmetric: |K - K^T|_F / |K|_F = {asym:.3e} > "
         f"{sym_rtol:.1e}; pass symmetrize=True to analyse the symmetric part "
         "(K + K^T)/2 (e.g. for the sign/Adam kernel J sign(J)^T)")
-  return 0.5 * (k + k.T), asym
+  return symmetric_part(k), asym
 
 
 def eigvalsh(k: Any, symmetrize: bool = False,
