@@ -66,6 +66,8 @@ def get_config(arg=None):
   c.exploratory = dict(num_boot=10_000, seed=22)
   c.linear_check_tol = 1e-3                  # tangent sums vs the tangent model, × max(1, |f|)
   c.max_seconds = 0.0                        # stop starting points after this long (0: no limit)
+  c.max_run_points = 0                       # stop once this many run points exist (0: no
+  #                                            limit); 12: seed 0 only, for §5's projection
   c.collect_only = False
   c.xla_cache = True                         # persistent compilation cache in <workdir>/xla_cache
   if arg.runlocal:

@@ -11,7 +11,9 @@ The study of docs/preregistration_task_arithmetic.md as a resumable sweep of poi
   (``ntkft.merge.save_run``: θ_T and θ0 of the LoRA and head leaves, config, summary,
   digests of the frozen weights; ≈ 0.4 MB, committed) that every merge, ξ and kernel point
   reads, and ``W/points/<id>.json``: its dev metric and the chance level of its dev
-  examples (the learned rule), ``seconds``;
+  examples (the learned rule), its run ``config`` (a stored point or run folder of
+  another config is refused, not reused), ``seconds`` (with the training of an
+  earlier process when its summary is reused: ``resumed_from_summary``);
 * once every run point exists (no merge sees dev before), per seed and mode: the
   merge point (task addition over every planned subset with α chosen on the
   validation examples, TIES and negation of ``negation.task``; linearized: a check
@@ -21,7 +23,9 @@ The study of docs/preregistration_task_arithmetic.md as a resumable sweep of poi
   eigenspaces, ``ntkft.merge.localization``).
 
 Every point writes ``W/points/<id>.json`` atomically when done (a run point after its
-run file) and is skipped when that file exists, so a sweep resumes from the committed
+run file) and is skipped when that file exists (``max_run_points`` stops once that many
+run points exist: 12 is seed 0, for §5's projection ``run_seconds_projected``; a missing
+data file is refused before the first point), so a sweep resumes from the committed
 points on a fresh clone, without ``W/runs/``; a failed run (non-finite loss) is kept as
 a point (no run file) and not rerun, and the merges of its mode and seed are recorded
 as not computed. ``W/results.json``
@@ -93,6 +97,55 @@ def check(config) -> None:
       raise ValueError(f"config.{name} is empty")
 
 
+def check_data(config) -> None:
+  """Refuses a missing data file before any point runs (one line naming the file), rather
+  than hours later at the first run or merge of that task: the train and eval splits of
+  every task, where its runs read them."""
+  for t in config.tasks:
+    c = run_config(config, t, config.modes[0], config.seeds[0])
+    task = data.get_task(t)
+    folder = loop.data_dir_for(task, c.data.root, c.data.kshot)
+    for split in (c.data.train_split, c.data.eval_split):
+      data.resolve_path(task, split, folder)
+
+
+def config_json(c) -> dict:
+  """A run config as its ``config.json`` holds it (``ntkft.train.loop.run`` writes it)."""
+  return json.loads(c.to_json_best_effort())
+
+
+def first_difference(stored, want, prefix: str = "") -> str | None:
+  """The first dotted key (sorted) where two JSON trees differ, as "key: stored vs want";
+  None if they are equal."""
+  if isinstance(stored, dict) and isinstance(want, dict):
+    for key in sorted(set(stored) | set(want)):
+      name = f"{prefix}{key}"
+      if key not in stored or key not in want:
+        return f"{name}: {stored.get(key, '(absent)')!r} vs {want.get(key, '(absent)')!r}"
+      diff = first_difference(stored[key], want[key], name + ".")
+      if diff:
+        return diff
+    return None
+  return None if stored == want else f"{prefix.rstrip('.')}: {stored!r} vs {want!r}"
+
+
+def check_stored_runs(config, workdir: pathlib.Path) -> None:
+  """Refuses run points stored under another run config than the current one (e.g. a
+  §5 step reduction with seed 0's old points left in place), naming the first field."""
+  for p in points(config):
+    path = workdir / "points" / f"{p['id']}.json"
+    if p["kind"] != "run" or not path.exists():
+      continue
+    stored = json.loads(path.read_text()).get("config")
+    if stored is None:
+      continue
+    diff = first_difference(stored, config_json(run_config(config, p["task"], p["mode"],
+                                                           p["seed"])))
+    if diff:
+      raise ValueError(f"{path} was computed under another run config ({diff}, stored vs "
+                       "now): delete it, its .npz and runs/" + p["id"] + " to recompute it")
+
+
 def subsets(config) -> list[tuple[str, ...]]:
   """The task-addition subsets (§1): every pair, per_k drawn subsets for each 2 < k < T
   (one ``np.random.default_rng(subsets.seed)``, k ascending, indices into the lexicographic
@@ -156,11 +209,19 @@ def run_point(config, point, workdir: pathlib.Path) -> dict:
   before the caller writes the point's JSON), its dev metric and chance."""
   t0 = time.time()
   c = run_config(config, point["task"], point["mode"], point["seed"])
+  want = config_json(c)
   run_dir = workdir / "runs" / point["id"]
+  if (run_dir / "config.json").exists():  # a finished or partial run is reused: same config?
+    diff = first_difference(json.loads((run_dir / "config.json").read_text()), want)
+    if diff:
+      raise ValueError(f"{run_dir} holds a run of another config ({diff}, stored vs now): "
+                       "delete it to rerun " + point["id"])
+  summary = records.finished_summary(run_dir)
+  resumed = summary is not None  # trained by an earlier process: count its wall time
   try:
-    summary = records.finished_summary(run_dir) or loop.run(c, str(run_dir))
+    summary = summary or loop.run(c, str(run_dir))
   except loop.NonFiniteLossError as e:  # kept, reported, not rerun (§5)
-    return {"failed": str(e), "seconds": time.time() - t0}
+    return {"failed": str(e), "config": want, "seconds": time.time() - t0}
   merge.save_run(merge.load_run(run_dir), run_file(workdir, point["id"]))
   task = data.get_task(c.task)
   _, dev, _ = loop.load_data(c, task, data.load_tokenizer(resolve_model_dir(c.model.name)))
@@ -168,7 +229,9 @@ def run_point(config, point, workdir: pathlib.Path) -> dict:
           "dev_metrics": summary["dev_metrics"], "train_loss": summary["train_loss"],
           "param_distance": summary["param_distance"], "n_train": summary["n_train"],
           "n_eval": summary["n_eval"], "chance": analysis.chance_level(task.name, dev.labels),
-          "run_wall_seconds": summary["wall_seconds"], "seconds": time.time() - t0}
+          "run_wall_seconds": summary["wall_seconds"], "config": want,
+          "resumed_from_summary": resumed,
+          "seconds": time.time() - t0 + (summary["wall_seconds"] if resumed else 0.0)}
 
 
 # -- Merge, ξ and kernel points ------------------------------------------------------------------
@@ -365,6 +428,7 @@ def collect(config, workdir: pathlib.Path, seconds: float) -> dict:
           **records.provenance(config), "points_done": len(done), "points_total": len(plan),
           "complete": len(done) == len(plan), "skipped": skipped,
           **{f"{kind}_seconds": seconds_of(kind) for kind in ("run", "merge", "xi", "kernel")},
+          "run_seconds_projected": analysis.projected_run_seconds(config, runs),
           "wall_seconds_this_session": seconds, "runs": runs, "merges": rows,
           "negation": negations, "xi": xis, "kernels": kernels, "linear_checks": checks,
           "verdict": analysis.confirmatory(config, runs, rows),
@@ -377,16 +441,21 @@ def run(config, workdir: str) -> dict:
   check(config)
   workdir = pathlib.Path(workdir)
   (workdir / "points").mkdir(parents=True, exist_ok=True)
+  check_stored_runs(config, workdir)
   plan = [] if config.collect_only else points(config)
   path = lambda p: workdir / "points" / f"{p['id']}.json"
+  if any(not path(p).exists() for p in plan):
+    check_data(config)
   late = lambda: bool(config.max_seconds) and time.time() - t0 > config.max_seconds
+  runs_done = lambda: sum(path(p).exists() for p in plan if p["kind"] == "run")
+  enough_runs = lambda: bool(config.max_run_points) and runs_done() >= config.max_run_points
 
   def announce(p):
     print(f"[{plan.index(p) + 1}/{len(plan)}] {p['id']}", flush=True)
 
   with common.compilation_cache(workdir / "xla_cache" if config.xla_cache else None):
     for p in (p for p in plan if p["kind"] == "run" and not path(p).exists()):
-      if late():
+      if late() or enough_runs():
         break
       announce(p)
       write_json(path(p), run_point(config, p, workdir))
@@ -417,6 +486,10 @@ def run(config, workdir: str) -> dict:
         write_json(path(p), kernel_point(config, workdir, p["seed"]))
   results = collect(config, workdir, time.time() - t0)
   write_json(workdir / "results.json", results)
+  proj = results["run_seconds_projected"]
+  print(f"run points: {len(results['runs'])} done, {results['run_seconds']:.0f} s; all "
+        f"{len(config.tasks) * len(config.modes) * len(config.seeds)} projected "
+        + ("n/a" if proj is None else f"{proj:.0f} s") + " (§5)")
   v = results["verdict"]
   est = "n/a" if v["estimate"] is None else f"{v['estimate']:.4f}"
   print(f"H: estimate {est} CI {v['ci']} -> {v['verdict']} ({v['reason']})")

@@ -5,6 +5,7 @@ point; ``merges``: one row per (method, mode, seed, subset, task)):
 
 * :func:`chance_level` and :func:`learned`: the learned rule of §2 (a run learned
   its task if its dev metric beats chance on its own dev examples by the margin);
+* :func:`projected_run_seconds`: §5's cost projection from the finished run points;
 * :func:`confirmatory`: hypothesis H of §3, D = mean over the included (task, seed)
   cells of d = n(linearized) − n(nonlinear) in the all-task merges, its crossed
   bootstrap CI (:func:`crossed_bootstrap`, tasks × seeds, redrawn when a resample
@@ -45,6 +46,27 @@ def learned(metric_name: str, value, chance, margin: float, min_correlation: flo
   if metric_name in CHANCE_METRICS:
     return chance is not None and value >= chance + margin
   return value >= min_correlation
+
+
+def projected_run_seconds(config, runs: list[dict]) -> float | None:
+  """§5's projection of all run points' seconds from the finished ones: their measured
+  seconds plus, per missing (task, mode, seed), the mean seconds of the finished points
+  of its task and mode (else of its mode); None while a mode has no finished point.
+  Failed points count with their seconds but are no model for missing ones."""
+  done = {(r["task"], r["mode"], r["seed"]): r for r in runs}
+  good = [r for r in runs if not r.get("failed")]
+  mean = lambda rows: float(np.mean([r["seconds"] for r in rows])) if rows else None
+  total = float(sum(r["seconds"] for r in runs))
+  for t, m, s in itertools.product(config.tasks, config.modes, config.seeds):
+    if (t, m, s) in done:
+      continue
+    guess = mean([r for r in good if (r["task"], r["mode"]) == (t, m)])
+    if guess is None:
+      guess = mean([r for r in good if r["mode"] == m])
+    if guess is None:
+      return None
+    total += guess
+  return total
 
 
 def crossed_bootstrap(d: np.ndarray, num_boot: int, seed: int) -> np.ndarray:
@@ -131,6 +153,11 @@ def confirmatory(config, runs: list[dict], merges: list[dict]) -> dict:
   if len(excluded) > config.verdict.max_excluded:
     reasons.append(f"{len(excluded)} of {len(tasks) * len(seeds)} cells excluded by the learned "
                    f"rule (at most {config.verdict.max_excluded} allowed)")
+  normalized = _grid(k_all, tasks, seeds, "normalized")
+  lacking = [f"{t}/s{s}" for i, t in enumerate(tasks) for j, s in enumerate(seeds)
+             if included[(t, s)] and not np.isfinite(normalized[i, j])]
+  if lacking and not missing_merges:  # a merge whose metric is null counts as missing
+    reasons.append(f"included cells without a normalized all-task merge metric: {lacking}")
   out = {"hypothesis": "H", "prediction": "D > 0 (linearized LoRA merges better at k = all)",
          "statistic": "mean normalized dev metric, linearized − nonlinear, all-task merge",
          "excluded_cells": excluded, "n_cells": int(sum(included.values())),
@@ -141,7 +168,7 @@ def confirmatory(config, runs: list[dict], merges: list[dict]) -> dict:
     out["verdict"], out["reason"] = verdict_rule(None, "; ".join(reasons), 0.0)
     return out
   mask = np.array([[included[(t, s)] for s in seeds] for t in tasks])
-  d = np.where(mask, _grid(k_all, tasks, seeds, "normalized"), np.nan)
+  d = np.where(mask, normalized, np.nan)
   v = config.verdict
   boot = crossed_bootstrap(d, v.num_boot, v.seed)
   ci = cluster_stats.percentile_ci(boot, v.level)

@@ -209,18 +209,84 @@ def test_merges_wait_for_every_run_and_max_seconds_stops(tmp_path, monkeypatch):
   monkeypatch.setattr(ta, "xi_point", lambda config, group, mode: compute("xi"))
   monkeypatch.setattr(ta, "kernel_point", lambda config, w, seed: compute(f"kernel_s{seed}"))
   monkeypatch.setattr(ta, "collect", lambda config, workdir, seconds: {
+      "runs": [], "run_seconds": 0.0, "run_seconds_projected": None,
       "verdict": {"estimate": None, "ci": None, "verdict": "undecided", "reason": "test"}})
   plan = ta.points(config)
   ta.run(config, str(tmp_path))
   assert computed == [p["id"] for p in plan[:3]] and not loads
   assert sorted(f.stem for f in (tmp_path / "points").iterdir()) == sorted(computed)
-  config.max_seconds = 0.0
+  # §5's stop after seed 0's 12 run points: no merge starts, whatever the clock says.
+  config.max_seconds, config.max_run_points = 0.0, 12
   computed.clear()
   ta.run(config, str(tmp_path))
-  assert computed == [p["id"] for p in plan[3:36]] + [
+  assert computed == [p["id"] for p in plan[3:12]] and not loads
+  config.max_run_points = 0
+  computed.clear()
+  ta.run(config, str(tmp_path))
+  assert computed == [p["id"] for p in plan[12:36]] + [
       p["kind"] if p["kind"] != "kernel" else p["id"] for p in plan[36:]]
   assert loads == [(m, s) for s in (0, 1, 2) for m in ("nonlinear", "linearized")]
   assert json.loads((tmp_path / "results.json").read_text())["verdict"]["reason"] == "test"
+
+
+def test_projected_run_seconds_by_hand():
+  """Missing points take the mean of their task and mode, else of their mode; failed points
+  count with their seconds but are no model."""
+  config = ta_config.get_config()
+  config.tasks, config.seeds = ("sst2", "rte"), (0, 1)
+  runs = [{"task": "sst2", "mode": "nonlinear", "seed": 0, "seconds": 100.0},
+          {"task": "sst2", "mode": "linearized", "seed": 0, "seconds": 160.0},
+          {"task": "rte", "mode": "nonlinear", "seed": 0, "seconds": 140.0},
+          {"task": "rte", "mode": "linearized", "seed": 0, "seconds": 5.0, "failed": "nan"}]
+  # Missing at seed 1: sst2 nl 100, sst2 lin 160, rte nl 140, rte lin (mode mean) 160.
+  assert analysis.projected_run_seconds(config, runs) == pytest.approx(405.0 + 560.0)
+  assert analysis.projected_run_seconds(config, runs[:1] + runs[2:3]) is None  # no linearized model
+  assert analysis.projected_run_seconds(config, []) is None
+
+
+def test_first_difference_names_the_key():
+  assert ta.first_difference({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 1, "c": [1, 2]}}) is None
+  assert ta.first_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == "a.c: 2 vs 3"
+  assert ta.first_difference({"a": 1}, {"a": 1, "z": 0}) == "z: '(absent)' vs 0"
+
+
+def test_points_of_another_run_config_are_refused(tmp_path):
+  """After a §5 step reduction, seed 0's 100-step point (or its run folder) is not reused."""
+  config = ta_config.get_config()
+  old = ta.config_json(ta.run_config(config, "sst2", "nonlinear", 0))
+  (tmp_path / "points").mkdir()
+  (tmp_path / "points" / "run_sst2_nonlinear_s0.json").write_text(
+      json.dumps({"config": old, "seconds": 1.0}))
+  config.finetune.train.steps = 80
+  with pytest.raises(ValueError, match=r"run_sst2_nonlinear_s0.json was computed under another "
+                     r"run config \(train.steps: 100 vs 80"):
+    ta.run(config, str(tmp_path))
+  run_dir = tmp_path / "runs" / "run_sst2_nonlinear_s0"
+  run_dir.mkdir(parents=True)
+  (run_dir / "config.json").write_text(json.dumps(old))
+  point = ta.points(config)[0]
+  with pytest.raises(ValueError, match=r"holds a run of another config \(train.steps: 100 vs 80"):
+    ta.run_point(config, point, tmp_path)
+
+
+def test_a_missing_data_file_is_refused_before_any_point(tmp_path):
+  config = ta_config.get_config("runlocal")
+  (tmp_path / "data" / "glue" / "SST-2").mkdir(parents=True)
+  config.finetune.data.root = str(tmp_path / "data")
+  with pytest.raises(ValueError, match=r"sst2 train: file .*train.tsv not found"):
+    ta.run(config, str(tmp_path / "w"))
+  assert not list((tmp_path / "w" / "points").iterdir())
+
+
+def test_an_included_cell_without_a_merge_metric_is_incomplete():
+  config = ta_config.get_config()
+  config.verdict.num_boot = 50
+  runs, rows, _ = _records(0.05, np.random.default_rng(3))
+  row = next(r for r in rows if (r["task"], r["seed"], r["mode"]) == ("cola", 1, "linearized"))
+  row["normalized"] = None
+  v = analysis.confirmatory(config, runs, rows)
+  assert v["verdict"] == "undecided" and v["estimate"] is None
+  assert "without a normalized all-task merge metric: ['cola/s1']" in v["reason"]
 
 
 RUN_KEYS = {"task", "mode", "seed", "dev_metric", "seconds", "chance", "learned"}
